@@ -90,3 +90,16 @@ def clean(c: Context, all: bool = False) -> None:
         if cache.exists():
             shutil.rmtree(cache)
             print(f"removed {cache}")
+
+
+@task(help={"only": "Comma-separated parts to run (default: all of bench/*.py), e.g. fetch,flash."})
+def bench(c: Context, only: str = "") -> None:
+    """Run the benchmarks in bench/ and print their figures."""
+    parts = sorted(p.stem for p in (ROOT / "bench").glob("*.py") if not p.name.startswith("_"))
+    chosen = [p.strip() for p in only.split(",") if p.strip()] or parts
+    unknown = [p for p in chosen if p not in parts]
+    if unknown:
+        raise Exit(f"error: bench: unknown part {unknown[0]!r} (hint: parts are {', '.join(parts)})", code=2)
+    for part in chosen:
+        print(f"== bench {part}", flush=True)
+        c.run(f"{sys.executable} {ROOT / 'bench' / (part + '.py')}", pty=False)
