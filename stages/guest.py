@@ -16,12 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from stages.errors import UserError
+from stages.util import cache_dir
 
 PROBE_SECONDS = 10
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("ENTROPI_CACHE", Path.home() / ".cache" / "entropi"))
 
 
 def _boot_id() -> str:

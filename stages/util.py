@@ -123,6 +123,11 @@ def tool_version(argv: Sequence[str]) -> str:
     return lines[0] if lines else "unknown"
 
 
+def cache_dir() -> Path:
+    """The cache outside the repo (base images, downloads): $ENTROPI_CACHE or ~/.cache/entropi."""
+    return Path(os.environ.get("ENTROPI_CACHE", Path.home() / ".cache" / "entropi"))
+
+
 def tmp_name(final: Path) -> Path:
     """The temporary name an output is written under until it is whole."""
     return final.with_name(f".{final.name}.tmp-{os.getpid()}")
