@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -78,8 +79,8 @@ class Tree:
         self.config({"key_types": FAST_KEYS})
 
     def set_pool(self, avail: int, poolsize: int) -> None:
-        (self.proc / "sys/kernel/random/entropy_avail").write_text("%d\n" % avail)
-        (self.proc / "sys/kernel/random/poolsize").write_text("%d\n" % poolsize)
+        (self.proc / "sys/kernel/random/entropy_avail").write_text(f"{avail}\n")
+        (self.proc / "sys/kernel/random/poolsize").write_text(f"{poolsize}\n")
 
     def set_hwrng(self, name) -> None:
         base = self.sys / "class/misc/hw_random"
@@ -105,7 +106,7 @@ class Tree:
         return self.root / "boot/firmware/entropi"
 
     def key(self, ktype: str) -> Path:
-        return self.root / "etc/ssh" / ("ssh_host_%s_key" % ktype)
+        return self.root / "etc/ssh" / (f"ssh_host_{ktype}_key")
 
 
 @pytest.fixture
@@ -143,19 +144,18 @@ def run(fb, tree, capsys):
 
 
 def keygen(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([SSH_KEYGEN, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          universal_newlines=True, stdin=subprocess.DEVNULL)
+    return subprocess.run([SSH_KEYGEN, *args], capture_output=True, text=True, stdin=subprocess.DEVNULL)
 
 
 def assert_sound_pair(private: Path) -> None:
     public = Path(str(private) + ".pub")
-    assert private.exists() and public.exists(), "missing half of %s" % private
-    assert private.stat().st_size > 0 and public.stat().st_size > 0, "empty key file %s" % private
+    assert private.exists() and public.exists(), f"missing half of {private}"
+    assert private.stat().st_size > 0 and public.stat().st_size > 0, f"empty key file {private}"
     assert oct(private.stat().st_mode & 0o777) == "0o600", "private key mode"
     assert oct(public.stat().st_mode & 0o777) == "0o644", "public key mode"
     derived = keygen("-y", "-f", str(private))
     assert derived.returncode == 0, derived.stderr
-    assert derived.stdout.split()[:2] == public.read_text().split()[:2], "pair mismatch %s" % private
+    assert derived.stdout.split()[:2] == public.read_text().split()[:2], f"pair mismatch {private}"
 
 
 def evidence(tree: Tree) -> dict:
@@ -379,7 +379,7 @@ def test_known_hosts_is_accepted_by_ssh_keygen_for_the_hostname(fb, tree, clock,
     assert "ssh-ed25519 " in found.stdout and "ecdsa-sha2-nistp256 " in found.stdout
     for ktype in ("ed25519", "ecdsa"):
         blob = tree.key(ktype).with_suffix(".pub").read_text().split()[1]
-        assert blob in found.stdout, "%s key missing from known_hosts" % ktype
+        assert blob in found.stdout, f"{ktype} key missing from known_hosts"
     assert keygen("-F", "otherhost", "-f", str(known_hosts)).returncode != 0
 
 
@@ -601,7 +601,7 @@ def test_default_config_makes_ed25519_ecdsa521_rsa4096(fb, tree, clock, capsys, 
     found = keygen("-F", "raspberrypi", "-f", str(tree.out / "known_hosts"))
     assert found.returncode == 0
     for algorithm in ("ssh-ed25519", "ecdsa-sha2-nistp521", "ssh-rsa"):
-        assert " %s " % algorithm in found.stdout
+        assert f" {algorithm} " in found.stdout
 
 
 # --- the unit and portability ------------------------------------------------------
@@ -648,7 +648,7 @@ def test_program_source_parses_as_python_3_7():
     assert os.access(str(PROGRAM), os.X_OK), "the program must be executable"
     for newer in ("removeprefix", "removesuffix", "cached_property", "shlex.join",
                   "Literal", "TypedDict", "Protocol", "math.prod"):
-        assert newer not in source, "%s is not available on python3.7" % newer
+        assert newer not in source, f"{newer} is not available on python3.7"
 
 
 def find_python37():
@@ -657,8 +657,7 @@ def find_python37():
     for candidate in candidates:
         if candidate and os.path.exists(candidate):
             check = subprocess.run([candidate, "-c", "import sys; print(sys.version_info[:2])"],
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   universal_newlines=True)
+                                   capture_output=True, text=True)
             if check.returncode == 0 and check.stdout.strip() == "(3, 7)":
                 return candidate
     return None
@@ -669,9 +668,19 @@ def test_program_runs_under_python_3_7_when_available(tree):
     if python37 is None:
         pytest.skip("no python3.7 interpreter here")
 
-    result = subprocess.run([python37, str(PROGRAM)] + tree.args(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, universal_newlines=True)
+    result = subprocess.run([python37, str(PROGRAM), *tree.args()], capture_output=True,
+                            text=True)
 
     assert result.returncode == 0, result.stderr
     assert '"status": "ok"' in result.stdout
     assert_sound_pair(tree.key("ed25519"))
+
+
+def test_program_passes_ruff():
+    """`ruff check firstboot` skips files without .py: lint the program by name."""
+    ruff = shutil.which("ruff", path=os.path.dirname(sys.executable)) or shutil.which("ruff")
+    if ruff is None:
+        pytest.skip("ruff not installed")
+    result = subprocess.run([ruff, "check", "--no-cache", str(PROGRAM)], capture_output=True, text=True,
+                            cwd=str(PROGRAM.parents[1]))
+    assert result.returncode == 0, result.stdout + result.stderr
