@@ -343,6 +343,9 @@ def test_bad_config_is_refused_with_a_message_and_no_keys(fb, tree, capsys, data
     assert verdict["status"] == "failed"
     assert re.search(message, verdict["error"]), verdict["error"]
     assert os.listdir(str(tree.root / "etc/ssh")) == []
+    assert "FAILED: configuration error" in (tree.root / "etc/issue").read_text()
+    assert evidence(tree)["error"] == verdict["error"]
+    assert not (tree.root / "var/lib/entropi/firstboot.done").exists()
 
 
 # --- publication -----------------------------------------------------------------
@@ -684,3 +687,23 @@ def test_program_passes_ruff():
     result = subprocess.run([ruff, "check", "--no-cache", str(PROGRAM)], capture_output=True, text=True,
                             cwd=str(PROGRAM.parents[1]))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ssh_keygen_failure_fails_the_run_with_its_message(fb, tree, clock, capsys, monkeypatch,
+                                                           tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "ssh-keygen"
+    fake.write_text("#!/bin/sh\necho 'boom: no randomness' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.setattr(fb, "getrandom", crng_ready_after(clock, 0))
+
+    code, verdict, _ = run(fb, tree, capsys)
+
+    assert code == fb.EXIT_ERROR == 3
+    assert verdict["status"] == "failed"
+    assert re.search(r"ssh-keygen .*-t ed25519.* failed \(exit 1\): boom: no randomness", verdict["error"])
+    assert not tree.key("ed25519").exists()
+    assert not (tree.root / "var/lib/entropi/firstboot.done").exists()
+    assert "FAILED: ssh-keygen" in (tree.root / "etc/issue").read_text()
