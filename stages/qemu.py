@@ -1,0 +1,206 @@
+"""Boot a Raspberry Pi image under QEMU: raspi3b (arm64) or raspi2b (armhf).
+
+Kernel, initramfs, device tree and command line come from the image's own boot partition
+(config.txt's ``kernel=`` and ``initramfs``); the command line is adapted for QEMU without
+changing the image. The SD card is a qcow2 overlay of power-of-two size over the image,
+which stays byte-identical. usb-net forwards 127.0.0.1:<free port> to the guest's sshd.
+QEMU is always killed on exit from the ``Machine`` context, also on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from stages.disk import Partition, fat_copy_out, fat_list, fat_read, read_mbr
+from stages.errors import UserError
+from stages.util import forget, run, spawn
+
+QEMU = {"arm64": ("qemu-system-aarch64", "raspi3b"), "armhf": ("qemu-system-arm", "raspi2b")}
+DTBS = {
+    "arm64": ["bcm2710-rpi-3-b.dtb", "bcm2837-rpi-3-b.dtb"],
+    "armhf": ["bcm2709-rpi-2-b.dtb", "bcm2836-rpi-2-b.dtb"],
+}
+DEFAULT_KERNEL = {"arm64": "kernel8.img", "armhf": "kernel7.img"}
+# Milestones in the serial log, for timings: (name, pattern)
+MILESTONES = [
+    ("kernel", re.compile(r"Booting Linux")),
+    ("systemd", re.compile(r"systemd\[1\]|Welcome to ")),
+    ("firstboot", re.compile(r"ENTROPI-FIRSTBOOT ")),
+    ("login", re.compile(r"login: ")),
+]
+
+
+@dataclass(frozen=True)
+class BootFiles:
+    kernel: Path
+    initrd: Path | None
+    dtb: Path
+    cmdline: str
+    boot_part: Partition
+
+
+BOARD_SECTIONS = {"arm64": ("[all]", "[pi3]"), "armhf": ("[all]", "[pi2]")}
+
+
+def parse_config_txt(text: str, arch: str) -> tuple[str | None, str | None]:
+    """kernel= and initramfs from the parts of config.txt that apply to QEMU's board."""
+    kernel = initrd = None
+    active = True
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            active = line in BOARD_SECTIONS[arch]
+            continue
+        if not active:
+            continue
+        if line.startswith("kernel="):
+            kernel = line.split("=", 1)[1].strip()
+        elif line.startswith("initramfs "):
+            initrd = line.split()[1]
+    return kernel, initrd
+
+
+def qemu_cmdline(original: str, arch: str) -> str:
+    """The image's cmdline.txt adapted for QEMU: serial console, predictable net names."""
+    keep = [w for w in original.split() if not w.startswith(("console=", "net.ifnames=", "quiet", "splash",
+                                                              "plymouth."))]
+    return " ".join([*keep, "console=ttyAMA0,115200", "net.ifnames=0"])
+
+
+def extract_boot_files(image: Path, arch: str, work: Path) -> BootFiles:
+    """Copy kernel, initramfs and device tree out of the image's FAT partition."""
+    mbr = read_mbr(image)
+    boot = next((p for p in mbr.partitions if p.is_fat), None)
+    if boot is None:
+        raise UserError(str(image), "no FAT boot partition", hint="a Raspberry Pi image has p1 FAT32 'bootfs'")
+    config = fat_read(image, boot, "config.txt").decode(errors="replace")
+    cmdline = fat_read(image, boot, "cmdline.txt").decode(errors="replace").strip()
+    kernel_name, initrd_name = parse_config_txt(config, arch)
+    names = set(fat_list(image, boot))
+    kernel_name = kernel_name or DEFAULT_KERNEL[arch]
+    if kernel_name not in names:
+        raise UserError(str(image), f"config.txt names kernel {kernel_name!r}, not on the boot partition",
+                        hint="check kernel= in config.txt")
+    dtb_name = next((d for d in DTBS[arch] if d in names), None)
+    if dtb_name is None:
+        raise UserError(str(image), f"no device tree for QEMU ({' or '.join(DTBS[arch])})",
+                        hint="the boot partition must carry the Broadcom device trees")
+    work.mkdir(parents=True, exist_ok=True)
+    kernel, dtb = work / "kernel", work / "board.dtb"
+    fat_copy_out(image, boot, kernel_name, kernel)
+    fat_copy_out(image, boot, dtb_name, dtb)
+    initrd = None
+    if initrd_name and initrd_name in names:
+        initrd = work / "initrd"
+        fat_copy_out(image, boot, initrd_name, initrd)
+    return BootFiles(kernel, initrd, dtb, qemu_cmdline(cmdline, arch), boot)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def next_pow2(n: int) -> int:
+    p = 1
+    while p < n:
+        p <<= 1
+    return p
+
+
+@dataclass
+class Machine:
+    """One QEMU boot of ``disk`` (a qcow2 overlay made by ``overlay``)."""
+
+    files: BootFiles
+    disk: Path
+    arch: str
+    log: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    milestones: dict[str, float] = field(default_factory=dict)
+
+    def argv(self) -> list[str]:
+        binary, machine = QEMU[self.arch]
+        argv = [binary, "-M", machine, "-m", "1G" if self.arch == "arm64" else "1G",
+                "-kernel", str(self.files.kernel), "-dtb", str(self.files.dtb),
+                "-append", self.files.cmdline,
+                "-drive", f"file={self.disk},if=sd,format=qcow2",
+                "-usb", "-device", "usb-net,netdev=n0",
+                "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{self.port}-:22",
+                "-display", "none", "-monitor", "none", "-serial", f"file:{self.log}", "-no-reboot"]
+        if self.files.initrd:
+            argv[argv.index("-append"):argv.index("-append")] = ["-initrd", str(self.files.initrd)]
+        return argv
+
+    def __enter__(self) -> Machine:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        self.log.write_bytes(b"")
+        self.proc = spawn(self.argv(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE)
+        self.started = time.monotonic()
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.kill()
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait()
+            forget(self.proc)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def text(self) -> str:
+        return self.log.read_bytes().decode(errors="replace")
+
+    def poll_milestones(self) -> None:
+        if len(self.milestones) == len(MILESTONES):
+            return
+        log = self.text()
+        for name, pattern in MILESTONES:
+            if name not in self.milestones and pattern.search(log):
+                self.milestones[name] = round(self.elapsed(), 1)
+
+    def wait_for(self, pattern: str, timeout: float) -> re.Match[str] | None:
+        """Wait until the serial log matches ``pattern``; None on timeout or QEMU exit."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.poll_milestones()
+            m = rx.search(self.text())
+            if m:
+                return m
+            if not self.alive():
+                return None
+            time.sleep(0.5)
+        return None
+
+    def qemu_stderr(self) -> str:
+        if self.proc is None or self.proc.stderr is None or self.alive():
+            return ""
+        return self.proc.stderr.read().decode(errors="replace").strip()
+
+
+def make_overlay(image: Path, overlay: Path) -> Path:
+    """A qcow2 overlay over ``image`` with a power-of-two virtual size (QEMU's SD card rule)."""
+    size = next_pow2(image.stat().st_size)
+    run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(image.resolve()), "-F", "raw",
+         str(overlay), str(size)])
+    return overlay
