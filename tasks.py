@@ -55,6 +55,79 @@ def recipe_check(c: Context, recipe: str = DEFAULT_RECIPE) -> None:
     print(resolved_toml(load_recipe(recipe)))
 
 
+@task(help={"recipe": "Recipe file (TOML). Default: pipeline.toml (official Raspberry Pi OS Lite, arm64)",
+            "out": "Output directory (default: the recipe's output.dir, 'out')"})
+@user_errors
+def build(c: Context, recipe: str = DEFAULT_RECIPE, out: str = "") -> None:
+    """Build a flash-ready image from a recipe: out/NAME.img, .bmap, compressed copy, .sha256, manifest.
+
+    Fetches (or builds) the base, never modifies the cache, enables the hardware RNG and
+    rng-tools, strips every pre-baked secret, sets accounts and SSH, and installs the
+    first-boot unit that makes host keys once the kernel has entropy.
+    """
+    from stages.build import build as run_build
+    from stages.config import load_recipe
+
+    config = load_recipe(recipe)
+    manifest = run_build(config, Path(out or config.output.dir))
+    for name, info in manifest.get("outputs", {}).items():
+        print(f"{info['path']}  ({info['bytes']} bytes)" if name.endswith(".img") else info["path"])
+
+
+@task(help={"image": "Built image (out/NAME.img); its manifest gives arch and user",
+            "recipe": "Build this recipe first, then boot-test its output",
+            "key": "Private SSH key whose .pub is in the recipe's users.authorized_keys (for the login check)"})
+@user_errors
+def boot_test(c: Context, image: str = "", recipe: str = "", key: str = "") -> None:
+    """Boot the image under QEMU (raspi3b/raspi2b) and prove its properties over SSH.
+
+    Writes out/NAME.boot-report.json and out/NAME.boot.log; exits 1 when a check fails.
+    Cards are qcow2 overlays: the image itself is never changed.
+    """
+    import json
+
+    from stages.boottest import BootTest, base_keys_for, check_image, summary
+    from stages.config import load_recipe
+
+    if not image and not recipe:
+        raise UserError("boot-test", "nothing to boot", hint="pass --image out/NAME.img or --recipe R")
+    if recipe:
+        from stages.build import build as run_build
+
+        config = load_recipe(recipe)
+        run_build(config, Path(config.output.dir))
+        image = str(Path(config.output.dir) / f"{config.name}.img")
+    path = Path(image)
+    check_image(path)
+    manifest = json.loads(path.with_name(path.name.removesuffix(".img") + ".manifest.json").read_text())
+    settings = manifest["settings"]
+    keys = bool(manifest.get("accounts", {}).get("user", {}).get("authorized_keys"))
+    password = settings["ssh"]["password_authentication"] == "yes" or (
+        settings["ssh"]["password_authentication"] == "auto" and not keys)
+    test_run = BootTest(path, manifest["image"]["arch"], key=Path(key) if key else None,
+                        user=settings["users"]["name"], out_dir=path.parent,
+                        timeout=settings["boot_test"]["timeout"], base_keys=base_keys_for(path))
+    report = test_run.run(password_expected=password)
+    print(summary(report))
+    if not report["passed"]:
+        raise Exit("boot-test: some checks failed (see the report above and out/*.boot-report.json)", code=1)
+
+
+@task(help={"arch": "arm64 (boot partition at /boot/firmware) or armhf (legacy layout, /boot)",
+            "suite": "Debian suite: bookworm or trixie", "mirror": "Debian mirror"})
+@user_errors
+def base_image(c: Context, arch: str = "arm64", suite: str = "bookworm",
+               mirror: str = "http://deb.debian.org/debian") -> None:
+    """Build (or reuse from ~/.cache/entropi/base) a Pi-style image from Debian packages; print its path."""
+    from stages.baseimage import BaseSpec, ensure_base
+
+    if arch not in ("arm64", "armhf"):
+        raise UserError("base-image", f"--arch {arch!r} is not supported", hint="use arm64 or armhf")
+    if suite not in ("bookworm", "trixie"):
+        raise UserError("base-image", f"--suite {suite!r} is not supported", hint="use bookworm or trixie")
+    print(ensure_base(BaseSpec(arch, suite, mirror)))
+
+
 @task
 def recipe_doc(c: Context) -> None:
     """Print every recipe setting with its default and help."""

@@ -23,9 +23,9 @@ from pathlib import Path
 from stages import progress
 from stages.errors import UserError
 from stages.runner import Context, Stage, require_tools
-from stages.util import atomic_output, cache_dir, run, sha256_file, text
+from stages.util import atomic_output, cache_dir, remove_tree, run, sha256_file, text
 
-FORMAT = 3  # bump when the layout below changes in a way the hash of this file misses
+FORMAT = 4  # bump whenever the build below changes what lands in the image
 BOOT_MIB = 512
 BOOT_START_MIB = 4
 COMMON = [
@@ -83,7 +83,7 @@ class BaseSpec:
     def key(self) -> str:
         shaping = {
             "spec": asdict(self), "format": FORMAT, "packages": [*COMMON, KERNEL[self.arch]],
-            "modules": INITRD_MODULES, "builder": hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
+            "modules": INITRD_MODULES, "config_txt": config_txt(self, "KVER"), "units": [REGENERATOR_UNIT, NETWORK],
         }
         return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()
 
@@ -111,7 +111,7 @@ def ensure_base(spec: BaseSpec) -> Path:
         raise UserError("base-image", f"no binfmt handler for {spec.arch}",
                         hint="run ./ci/setup (mounts binfmt_misc and enables the qemu-user handlers)")
     work = final.parent / f".work-{os.getpid()}"
-    shutil.rmtree(work, ignore_errors=True)
+    remove_tree(work)
     work.mkdir(parents=True)
     t0 = time.monotonic()
     try:
@@ -123,10 +123,11 @@ def ensure_base(spec: BaseSpec) -> Path:
         with atomic_output(final) as tmp, progress.step("lay out the disk image"):
             _layout(spec, work, root, tmp)
             info = {"spec": asdict(spec), "key": spec.key(), "disk_id": spec.disk_id(), "sha256": sha256_file(tmp),
-                    "seconds": round(time.monotonic() - t0, 1), "packages": _packages(root)}
+                    "seconds": round(time.monotonic() - t0, 1), "packages": _packages(root),
+                    "host_keys": [p.read_text().strip() for p in sorted((root / "etc/ssh").glob("ssh_host_*.pub"))]}
             sidecar(final).write_text(json.dumps(info, indent=2) + "\n")
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        remove_tree(work)
     progress.info(f"base image: {final} ({time.monotonic() - t0:.0f}s)")
     return final
 

@@ -22,7 +22,7 @@ from typing import Any
 from stages import __version__, progress
 from stages.config import Config
 from stages.errors import Interrupted, UserError
-from stages.util import kill_children, sha256_file, tool_version
+from stages.util import kill_children, remove_tree, sha256_file, tool_version
 
 
 class Stage:
@@ -149,7 +149,7 @@ def _teardown(started: list[Stage], ctx: Context) -> None:
     for path in ctx.temp_paths:
         try:
             if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
+                remove_tree(path)
             elif path.exists() or path.is_symlink():
                 path.unlink()
         except OSError as e:

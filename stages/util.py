@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 from stages.errors import UserError
 
@@ -72,13 +73,14 @@ def run(
     hint: str = "",
     check: bool = True,
     timeout: float | None = None,
+    stdout: IO[bytes] | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run a command from an argument list; keep stderr and raise CommandFailed on error."""
     try:
         proc = spawn(
             argv,
             stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
+            stdout=stdout if stdout is not None else subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=env,
             cwd=cwd,
@@ -95,7 +97,7 @@ def run(
         forget(proc)
     if check and proc.returncode != 0:
         raise CommandFailed(argv, proc.returncode, err.decode(errors="replace"), hint)
-    return subprocess.CompletedProcess(list(argv), proc.returncode, out, err)
+    return subprocess.CompletedProcess(list(argv), proc.returncode, out or b"", err)
 
 
 def text(argv: Sequence[str], **kw: object) -> str:
@@ -126,6 +128,18 @@ def tool_version(argv: Sequence[str]) -> str:
 def cache_dir() -> Path:
     """The cache outside the repo (base images, downloads): $ENTROPI_CACHE or ~/.cache/entropi."""
     return Path(os.environ.get("ENTROPI_CACHE", Path.home() / ".cache" / "entropi"))
+
+
+def remove_tree(path: Path) -> None:
+    """rm -rf that first unmounts anything mounted below ``path`` (an interrupted chroot)."""
+    prefix = str(path.resolve()) + "/"
+    try:
+        mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    except OSError:
+        mounts = []
+    for mnt in sorted((m for m in mounts if m.startswith(prefix)), key=len, reverse=True):
+        subprocess.run(["umount", "-l", mnt], capture_output=True, check=False)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def tmp_name(final: Path) -> Path:

@@ -28,3 +28,61 @@ def need_root() -> None:
 @pytest.fixture
 def root_dir() -> Path:
     return ROOT
+
+
+@pytest.fixture(scope="session")
+def base_arm64() -> Path:
+    """The cached Debian-built arm64 base image (built on first use, minutes)."""
+    need_root()
+    need_tools("mmdebstrap", "mkfs.vfat", "mcopy", "sfdisk")
+    from stages.baseimage import BaseSpec, ensure_base
+
+    return ensure_base(BaseSpec("arm64"))
+
+
+@pytest.fixture(scope="session")
+def base_armhf() -> Path:
+    """The cached Debian-built armhf base image (legacy /boot layout)."""
+    need_root()
+    need_tools("mmdebstrap", "mkfs.vfat", "mcopy", "sfdisk")
+    from stages.baseimage import BaseSpec, ensure_base
+
+    return ensure_base(BaseSpec("armhf"))
+
+
+@pytest.fixture(scope="session")
+def user_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A throwaway SSH key pair for the recipe's authorized_keys (private key path)."""
+    need_tools("ssh-keygen")
+    import subprocess
+
+    key = tmp_path_factory.mktemp("userkey") / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "entropi-test", "-f", str(key)], check=True)
+    return key
+
+
+PASSWORD_HASH = "$6$entropitest$mwUonLwkY0A/84S6vCbkU6hyBPhNtM3zS1yBRTA3DgrAh19VF.ps.2L8THcvuwe6aPZhmBViuhqBnUuWlOX7s."  # openssl passwd -6 -salt entropitest 'correct horse'  # noqa: E501
+
+
+def write_test_recipe(directory: Path, arch: str, pubkey: Path) -> Path:
+    recipe = directory / f"ci-{arch}.toml"
+    recipe.write_text(
+        f'[base]\nsource = "debian"\narch = "{arch}"\n\n'
+        '[image]\ngrow = "+256M"\n\n'
+        f'[users]\nname = "pi"\npassword_hash = "{PASSWORD_HASH}"\nauthorized_keys = ["{pubkey}"]\n\n'
+        '[ssh]\nkey_types = ["ed25519", "ecdsa", "rsa"]\nrsa_bits = 3072\n\n'
+        f'[output]\nname = "ci-{arch}"\ncompress = "zst"\n'
+    )
+    return recipe
+
+
+@pytest.fixture(scope="session")
+def built_arm64(base_arm64: Path, user_key: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """out/ci-arm64.img built by the real pipeline from the Debian arm64 base (built once per session)."""
+    from stages.build import build
+    from stages.config import load_recipe
+
+    work = tmp_path_factory.mktemp("build-arm64")
+    recipe = write_test_recipe(work, "arm64", user_key.with_suffix(".pub"))
+    build(load_recipe(recipe), work / "out")
+    return work / "out" / "ci-arm64.img"

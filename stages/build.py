@@ -1,0 +1,59 @@
+"""`invoke build`: the whole pipeline as one explicit, ordered list of stages."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from stages.accounts import Accounts
+from stages.baseimage import BaseImage
+from stages.config import Config
+from stages.edit import EditClose, EditOpen
+from stages.finalize import Finalize
+from stages.firstboot_unit import FirstbootUnit
+from stages.hwrng import Hwrng
+from stages.overlays import Overlays
+from stages.packages import Packages
+from stages.rootfs import OpenImage
+from stages.runner import Context, Stage, run_stages
+from stages.secrets import Secrets
+from stages.util import remove_tree
+from stages.workcopy import WorkCopy
+
+
+def source_stage(config: Config) -> Stage:
+    """Where the base comes from: built from Debian, or fetched (url, path, release)."""
+    if config.base.source == "debian":
+        return BaseImage()
+    fetch: Any = importlib.import_module("stages.fetch")
+    stage: Stage = fetch.Fetch()
+    return stage
+
+
+def build_stages(config: Config) -> list[Stage]:
+    return [
+        source_stage(config),  # verified base image (cached, never modified)
+        WorkCopy(),            # sparse copy in out/ under a temporary name; grow the partition
+        OpenImage(),           # check the layout, detect arch/release/kernels, mount root for the chroot
+        Packages(),            # rng-tools and packages.install through a qemu-user chroot
+        EditOpen(),            # one libguestfs handle for all file edits
+        Hwrng(),               # dtparam=random=on, the kernel module, TPM, rngd settings
+        Secrets(),             # strip host keys, seed, machine-id; turn off other key makers
+        Accounts(),            # user, password hash, keys, root locked, sshd settings
+        FirstbootUnit(),       # entropi's first-boot unit and its settings
+        Overlays(),            # overlays/boot, overlays/rootfs, overlays.extra
+        EditClose(),
+        Finalize(),            # .img, .bmap, compressed copy, .sha256 (manifest by the runner)
+    ]
+
+
+def build(config: Config, out_dir: Path) -> dict[str, Any]:
+    """Run the pipeline; returns the manifest (also written to out/NAME.manifest.json)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work = out_dir / f".work-{config.name}"
+    remove_tree(work)
+    work.mkdir()
+    ctx = Context(config=config, out_dir=out_dir, work_dir=work)
+    ctx.temp(work)
+    return run_stages(build_stages(config), ctx, manifest_path=out_dir / f"{config.name}.manifest.json")

@@ -1,0 +1,59 @@
+"""Open the work copy with libguestfs (one handle for all file edits) and close it.
+
+Before launching, the host-side root mount made for the ARM chroot is released.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from stages.guest import accel, open_guest
+from stages.rootfs import unmount_root
+from stages.runner import Context, Stage
+
+
+def read_text(g: Any, path: str) -> str:
+    return bytes(g.read_file(path)).decode("utf-8", errors="surrogateescape")
+
+
+def write_text(g: Any, path: str, content: str, mode: int | None = None) -> None:
+    g.write(path, content.encode("utf-8", errors="surrogateescape"))
+    if mode is not None:
+        g.chmod(mode, path)
+
+
+class EditOpen(Stage):
+    name = "open libguestfs"
+
+    def run(self, ctx: Context) -> None:
+        unmount_root(ctx)
+        image: Path = ctx.state["image"]
+        g = open_guest([(image, "raw", False)], where=str(image))
+        ctx.state["g"] = g
+        ctx.record("image", "guestfs_accel", accel())
+        g.mount("/dev/sda2", "/")
+        g.mount("/dev/sda1", ctx.state["boot_mount"])
+
+    def teardown(self, ctx: Context) -> None:
+        close_guest(ctx)
+
+
+def close_guest(ctx: Context) -> None:
+    g = ctx.state.pop("g", None)
+    if g is None:
+        return
+    try:
+        g.umount_all()
+        g.shutdown()
+    finally:
+        g.close()
+
+
+class EditClose(Stage):
+    """Flush and close the handle: everything after works on a finished file."""
+
+    name = "close libguestfs"
+
+    def run(self, ctx: Context) -> None:
+        close_guest(ctx)

@@ -1,0 +1,57 @@
+"""Install entropi's first-boot unit (firstboot/) with its settings from the recipe."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from stages import units
+from stages.edit import write_text
+from stages.errors import UserError
+from stages.runner import Context, Stage
+
+FIRSTBOOT = Path(__file__).resolve().parent.parent / "firstboot"
+PROGRAM = "/usr/lib/entropi/entropi-firstboot"
+PROBE = "/usr/lib/entropi/entropi-probe"  # runs only when the boot test asks (systemd.run=)
+UNIT = "entropi-firstboot.service"
+
+
+def firstboot_settings(ctx: Context) -> dict[str, object]:
+    ssh, fb = ctx.config.ssh, ctx.config.firstboot
+    bits = {"rsa": ssh.rsa_bits, "ecdsa": ssh.ecdsa_bits}
+    return {
+        "key_types": [{"type": t, **({"bits": bits[t]} if t in bits else {})} for t in ssh.key_types],
+        "wait_timeout": fb.wait_timeout, "on_timeout": fb.on_timeout, "min_entropy": fb.min_entropy,
+        "boot_dir": ctx.state["boot_mount"],
+    }
+
+
+class FirstbootUnit(Stage):
+    name = "first-boot unit"
+
+    def check(self, ctx: Context) -> None:
+        for name in ("entropi-firstboot", "entropi-probe", UNIT):
+            if not (FIRSTBOOT / name).is_file():
+                raise UserError(str(FIRSTBOOT), f"{name} is missing", hint="restore firstboot/ from git")
+
+    def run(self, ctx: Context) -> None:
+        g = ctx.state["g"]
+        if not g.exists("/usr/bin/python3") and not g.exists("/bin/python3"):
+            raise UserError(str(ctx.state["image"]), "the image has no python3 for the first-boot unit",
+                            key="packages.install", hint="add python3-minimal to packages.install")
+        g.mkdir_p("/usr/lib/entropi")
+        g.upload(str(FIRSTBOOT / "entropi-firstboot"), PROGRAM)
+        g.chmod(0o755, PROGRAM)
+        g.upload(str(FIRSTBOOT / "entropi-probe"), PROBE)
+        g.chmod(0o755, PROBE)
+        g.upload(str(FIRSTBOOT / UNIT), f"/etc/systemd/system/{UNIT}")
+        g.chmod(0o644, f"/etc/systemd/system/{UNIT}")
+        settings = firstboot_settings(ctx)
+        g.mkdir_p("/etc/entropi")
+        write_text(g, "/etc/entropi/firstboot.json", json.dumps(settings, indent=2) + "\n", 0o644)
+        timeout = int(ctx.config.firstboot.wait_timeout) + 900
+        if timeout > 1200:
+            g.mkdir_p(f"/etc/systemd/system/{UNIT}.d")
+            write_text(g, f"/etc/systemd/system/{UNIT}.d/timeout.conf", f"[Service]\nTimeoutStartSec={timeout}\n")
+        units.enable(g, UNIT)
+        ctx.record("firstboot", "settings", settings)

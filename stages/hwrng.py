@@ -1,0 +1,85 @@
+"""Hardware RNG: dtparam=random=on, the module the kernel really has, TPM HAT, rngd config."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from stages import units
+from stages.edit import read_text, write_text
+from stages.edits import enable_hwrng_config, modules_load_conf, pick_rng_module, pick_tpm_rng_module, rngd_defaults
+from stages.runner import Context, Stage
+
+TPM_LINES = {"slb9670": ["dtparam=spi=on", "dtoverlay=tpm-slb9670"]}
+RNGD_FILES = {"rng-tools-debian": "/etc/default/rng-tools-debian", "rng-tools5": "/etc/default/rng-tools"}
+RNGD_UNITS = ["rng-tools-debian.service", "rngd.service", "rng-tools.service"]
+
+
+def kernel_poolsize(version: str) -> int:
+    """poolsize of the kernel's input pool: 256 bits since Linux 5.18, 4096 before."""
+    m = re.match(r"(\d+)\.(\d+)", version)
+    if not m:
+        return 256
+    return 256 if (int(m.group(1)), int(m.group(2))) >= (5, 18) else 4096
+
+
+def module_listing(g: Any, version: str) -> tuple[list[str], str]:
+    base = f"/lib/modules/{version}"
+    paths = [p for p in g.find(base) if ".ko" in p] if g.is_dir(base) else []
+    builtin = read_text(g, f"{base}/modules.builtin") if g.is_file(f"{base}/modules.builtin") else ""
+    return paths, builtin
+
+
+class Hwrng(Stage):
+    name = "hardware RNG"
+
+    def run(self, ctx: Context) -> None:
+        g = ctx.state["g"]
+        cfg = ctx.config
+        boot = ctx.state["boot_mount"]
+        if cfg.hwrng.enable or cfg.hwrng.tpm:
+            path = f"{boot}/config.txt"
+            before = read_text(g, path)
+            after = enable_hwrng_config(before, TPM_LINES.get(cfg.hwrng.tpm, []))
+            if after != before:
+                write_text(g, path, after)
+            ctx.record("hwrng", "config_txt_changed", after != before)
+        modules: list[str] = []
+        per_kernel: dict[str, str | None] = {}
+        for version in ctx.state["kernels"]:
+            paths, builtin = module_listing(g, version)
+            chosen = pick_rng_module(paths, builtin) if cfg.hwrng.module == "auto" else cfg.hwrng.module
+            per_kernel[version] = chosen or "built in"
+            if chosen and cfg.hwrng.enable and chosen not in modules:
+                modules.append(chosen)
+            if cfg.hwrng.tpm:
+                tpm = pick_tpm_rng_module(paths, builtin)
+                if tpm and tpm not in modules:
+                    modules.append(tpm)
+        ctx.record("hwrng", "module", per_kernel)
+        conf = "/etc/modules-load.d/entropi-hwrng.conf"
+        if modules:
+            g.mkdir_p("/etc/modules-load.d")
+            write_text(g, conf, modules_load_conf(modules), 0o644)
+        elif g.exists(conf):
+            g.rm(conf)
+        if cfg.hwrng.tpm:
+            for unit in ("trousers.service", "tcsd.service"):
+                if units.find_unit(g, unit):
+                    units.mask(g, unit)
+                    ctx.record("hwrng", "disabled", [*ctx.manifest.get("hwrng", {}).get("disabled", []), unit])
+        self._rngd(ctx, g)
+
+    def _rngd(self, ctx: Context, g: Any) -> None:
+        pkg = ctx.config.rngd.package
+        if pkg == "none":
+            return
+        kernels = ctx.state["kernels"]
+        pool = kernel_poolsize(kernels[-1]) if kernels else 256
+        fill = pool * ctx.config.rngd.fill_percent // 100
+        write_text(g, RNGD_FILES[pkg], rngd_defaults(pkg, ctx.config.rngd.device, fill), 0o644)
+        unit = next((u for u in RNGD_UNITS if units.find_unit(g, u)), None)
+        if unit:
+            units.enable(g, unit)
+        ctx.record("rngd", "config", {"file": RNGD_FILES[pkg], "device": ctx.config.rngd.device, "fill_bits": fill,
+                                      "poolsize": pool, "unit": unit})

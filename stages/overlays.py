@@ -1,0 +1,50 @@
+"""Copy overlays/boot and overlays/rootfs (and the recipe's overlays.extra) into the image."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from stages.errors import UserError
+from stages.runner import Context, Stage
+
+BUILTIN = Path(__file__).resolve().parent.parent / "overlays"
+SKIP = {".gitkeep", "README.md"}
+
+
+def overlay_trees(ctx: Context) -> list[Path]:
+    trees = [BUILTIN] if ctx.config.overlays.builtin else []
+    return trees + [Path(p) for p in ctx.config.overlays.extra]
+
+
+class Overlays(Stage):
+    name = "overlays"
+
+    def check(self, ctx: Context) -> None:
+        for tree in overlay_trees(ctx):
+            if not tree.is_dir():
+                raise UserError(str(ctx.config.recipe), f"overlay directory {tree} does not exist",
+                                key="overlays.extra", hint="give directories holding boot/ and/or rootfs/")
+
+    def run(self, ctx: Context) -> None:
+        g = ctx.state["g"]
+        copied = []
+        for tree in overlay_trees(ctx):
+            for sub, dest in (("boot", ctx.state["boot_mount"]), ("rootfs", "")):
+                top = tree / sub
+                if not top.is_dir():
+                    continue
+                for dirpath, _dirs, files in os.walk(top):
+                    rel = Path(dirpath).relative_to(top)
+                    target_dir = f"{dest}/{rel}".rstrip("/.") if str(rel) != "." else (dest or "/")
+                    g.mkdir_p(target_dir)
+                    for name in files:
+                        if name in SKIP and tree == BUILTIN:
+                            continue
+                        src = Path(dirpath) / name
+                        target = f"{target_dir.rstrip('/')}/{name}"
+                        g.upload(str(src), target)
+                        if sub == "rootfs":
+                            g.chmod(src.stat().st_mode & 0o7777, target)
+                        copied.append(target)
+        ctx.record("overlays", "files", copied)

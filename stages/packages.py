@@ -1,0 +1,117 @@
+"""Install packages inside the image through a qemu-user chroot (libguestfs refuses ARM).
+
+The chroot starts no daemons (policy-rc.d), uses the host's resolv.conf and restores the
+image's own afterwards, and always unmounts proc/sys/dev, also after a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from stages.errors import UserError
+from stages.runner import Context, Stage, require_tools
+from stages.util import CommandFailed, run, text
+
+BINFMT = {"arm64": "qemu-aarch64", "armhf": "qemu-arm"}
+FIX_BINFMT = ("run ./ci/setup, or by hand: apt-get install qemu-user-static binfmt-support && "
+              "mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc && update-binfmts --enable")
+ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND": "noninteractive", "LC_ALL": "C",
+       "HOME": "/root"}
+
+
+def wanted_packages(ctx: Context) -> list[str]:
+    pkgs = [] if ctx.config.rngd.package == "none" else [ctx.config.rngd.package]
+    return [*pkgs, *ctx.config.packages.install]
+
+
+class Packages(Stage):
+    name = "packages"
+
+    def check(self, ctx: Context) -> None:
+        if not wanted_packages(ctx) and not ctx.config.packages.local_debs:
+            return
+        require_tools("packages", "chroot", "mount")
+        if not Path("/proc/sys/fs/binfmt_misc/status").exists():
+            raise UserError("packages", "binfmt_misc is not mounted, ARM programs cannot run", hint=FIX_BINFMT)
+        debs = ctx.config.packages.local_debs
+        if debs and not list(Path(debs).glob("*.deb")):
+            raise UserError(str(ctx.config.recipe), f"no .deb files in {debs}", key="packages.local_debs",
+                            hint="point it at a directory holding .deb files")
+
+    def run(self, ctx: Context) -> None:
+        pkgs = wanted_packages(ctx)
+        debs = sorted(Path(ctx.config.packages.local_debs).glob("*.deb")) if ctx.config.packages.local_debs else []
+        if not pkgs and not debs:
+            return
+        root: Path = ctx.state["root"]
+        arch: str = ctx.state["arch"]
+        if not Path("/proc/sys/fs/binfmt_misc", BINFMT[arch]).exists():
+            raise UserError("packages", f"no binfmt handler for {arch} ({BINFMT[arch]})", hint=FIX_BINFMT)
+        self._enter(ctx, root)
+        if debs:
+            inside = root / "tmp" / "entropi-debs"
+            inside.mkdir(parents=True, exist_ok=True)
+            for deb in debs:
+                shutil.copy2(deb, inside / deb.name)
+            self._apt(ctx, root, ["apt-get", "install", "-y", "--no-install-recommends",
+                                  *[f"/tmp/entropi-debs/{d.name}" for d in debs]])
+            shutil.rmtree(inside)
+        if pkgs:
+            self._apt(ctx, root, ["apt-get", "update", "-q"])
+            self._apt(ctx, root, ["apt-get", "install", "-y", "-q", "--no-install-recommends", *pkgs])
+        self._apt(ctx, root, ["apt-get", "clean"])
+        versions = text(["dpkg-query", f"--admindir={root}/var/lib/dpkg", "-W", "-f", "${Package} ${Version}\\n",
+                         *[p for p in pkgs], *[d.name.split("_")[0] for d in debs]])
+        ctx.record("packages", "installed", dict(line.split(" ", 1) for line in versions.splitlines() if " " in line))
+        self._leave(ctx)
+
+    def _apt(self, ctx: Context, root: Path, argv: list[str]) -> None:
+        try:
+            run(["chroot", str(root), *argv], env=ENV)
+        except CommandFailed as e:
+            if "No space left on device" in e.stderr:
+                raise UserError(str(ctx.config.recipe), "the root file system ran out of space installing packages",
+                                key="image.grow", hint="raise image.grow, e.g. \"+1G\"") from None
+            raise
+
+    def _enter(self, ctx: Context, root: Path) -> None:
+        mounts: list[Path] = []
+        ctx.state["chroot_mounts"] = mounts
+        for src, dst, args in (("proc", "proc", ["-t", "proc"]), ("sysfs", "sys", ["-t", "sysfs"]),
+                               ("/dev", "dev", ["--bind"]), ("devpts", "dev/pts", ["-t", "devpts"])):
+            target = root / dst
+            target.mkdir(parents=True, exist_ok=True)
+            run(["mount", *args, src, str(target)])
+            mounts.append(target)
+        policy = root / "usr/sbin/policy-rc.d"
+        if policy.exists() or policy.is_symlink():
+            policy.rename(policy.with_name("policy-rc.d.entropi-saved"))
+        policy.write_text("#!/bin/sh\n# entropi: start no daemons while building\nexit 101\n")
+        policy.chmod(0o755)
+        ctx.state["policy"] = policy
+        resolv = root / "etc/resolv.conf"
+        if resolv.exists() or resolv.is_symlink():
+            resolv.rename(resolv.with_name("resolv.conf.entropi-saved"))
+        if Path("/etc/resolv.conf").exists():
+            shutil.copyfile("/etc/resolv.conf", resolv)
+        ctx.state["resolv"] = resolv
+
+    def _leave(self, ctx: Context) -> None:
+        for target in reversed(ctx.state.pop("chroot_mounts", [])):
+            if subprocess.run(["umount", str(target)], capture_output=True).returncode != 0:
+                subprocess.run(["umount", "-l", str(target)], capture_output=True)
+        for key in ("policy", "resolv"):
+            path = ctx.state.pop(key, None)
+            if path is None:
+                continue
+            if path.exists() or path.is_symlink():
+                path.unlink()
+            saved = path.with_name(path.name + ".entropi-saved")
+            if saved.exists() or saved.is_symlink():
+                os.rename(saved, path)
+
+    def teardown(self, ctx: Context) -> None:
+        self._leave(ctx)

@@ -1,0 +1,58 @@
+"""Work copy and grow: never touch the cached base; enlarge the root partition (pyparted).
+
+The work copy is written in the output directory under a temporary name (so the final
+rename is cheap), copied sparsely (reflink where the file system can). Growing enlarges
+the file and partition 2 here; the file system follows in the `open` stage.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from stages.config import parse_size
+from stages.disk import read_mbr
+from stages.errors import UserError
+from stages.runner import Context, Stage
+from stages.util import run, tmp_name
+
+
+def grow_last_partition(image: Path, extra: int) -> None:
+    """Append ``extra`` bytes to the image file and extend partition 2 to the end."""
+    import parted  # Debian's python3-parted
+
+    with open(image, "r+b") as f:
+        f.truncate(image.stat().st_size + extra)
+    device = parted.getDevice(str(image))
+    disk = parted.newDisk(device)
+    part = next(p for p in disk.partitions if p.number == 2)
+    geometry = parted.Geometry(device=device, start=part.geometry.start, end=device.length - 1)
+    disk.setPartitionGeometry(partition=part, constraint=parted.Constraint(exactGeom=geometry),
+                              start=geometry.start, end=geometry.end)
+    disk.commitToDevice()
+
+
+class WorkCopy(Stage):
+    name = "work copy"
+
+    def check(self, ctx: Context) -> None:
+        if ctx.config.image.grow:
+            try:
+                import parted  # noqa: F401
+            except ImportError:
+                raise UserError("image.grow", "pyparted is missing", hint="run ./ci/setup (python3-parted)") from None
+
+    def run(self, ctx: Context) -> None:
+        base: Path = ctx.state["base_image"]
+        work = ctx.temp(tmp_name(ctx.out_dir / f"{ctx.config.name}.img"))
+        ctx.out_dir.mkdir(parents=True, exist_ok=True)
+        run(["cp", "--sparse=always", "--reflink=auto", str(base), str(work)])
+        os.chmod(work, 0o644)
+        ctx.state["image"] = work
+        if ctx.config.image.grow:
+            extra = parse_size(ctx.config.image.grow)
+            before = read_mbr(work).partitions[1].size
+            grow_last_partition(work, extra)
+            after = read_mbr(work).partitions[1].size
+            ctx.record("image", "root_partition_bytes", {"before": before, "after": after})
+            ctx.state["grown"] = True

@@ -1,0 +1,88 @@
+"""`build` over the Debian arm64 base: every property of a safe-to-flash image, checked in the output."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stages.baseimage import sidecar
+from stages.guest import open_guest
+from stages.util import sha256_file
+from tests.conftest import PASSWORD_HASH
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def g(built_arm64: Path) -> Any:
+    handle = open_guest([(built_arm64, "raw", True)])
+    handle.mount_ro("/dev/sda2", "/")
+    handle.mount_ro("/dev/sda1", "/boot/firmware")
+    yield handle
+    handle.close()
+
+
+def _links(g: Any, unit: str) -> list[str]:
+    return [f"{d}/{unit}" for d in g.ls("/etc/systemd/system")
+            if d.endswith((".wants", ".requires")) and g.is_symlink(f"/etc/systemd/system/{d}/{unit}")]
+
+
+def test_outputs_are_whole_with_bmap_compressed_copy_checksum_and_manifest(built_arm64: Path) -> None:
+    out = built_arm64.parent
+    names = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    assert names == ["ci-arm64.img", "ci-arm64.img.bmap", "ci-arm64.img.sha256", "ci-arm64.img.zst",
+                     "ci-arm64.manifest.json"]
+    assert not [p for p in out.iterdir() if ".tmp-" in p.name]
+    assert (out / "ci-arm64.img.sha256").read_text().split()[0] == sha256_file(built_arm64)
+    manifest = json.loads((out / "ci-arm64.manifest.json").read_text())
+    assert manifest["image"]["arch"] == "arm64" and manifest["image"]["release"] == "bookworm"
+    assert manifest["image"]["boot_mount"] == "/boot/firmware" and manifest["image"]["kernels"]
+    assert "rng-tools-debian" in manifest["packages"]["installed"]
+    assert {s["name"] for s in manifest["stages"]} >= {"work copy", "packages", "secrets", "finalise outputs"}
+    assert manifest["outputs"]["ci-arm64.img"]["sha256"] == sha256_file(built_arm64)
+
+
+def test_cached_base_is_unchanged(built_arm64: Path, base_arm64: Path) -> None:
+    assert sha256_file(base_arm64) == json.loads(sidecar(base_arm64).read_text())["sha256"]
+
+
+def test_no_prebaked_secrets_remain(g: Any) -> None:
+    assert g.glob_expand("/etc/ssh/ssh_host_*") == []
+    assert not g.exists("/var/lib/systemd/random-seed")
+    machine_id = g.cat("/etc/machine-id").strip()
+    assert not re.fullmatch(r"[0-9a-f]{32}", machine_id)
+
+
+def test_hwrng_enabled_once_and_rngd_installed_enabled_on_hwrng(g: Any) -> None:
+    config = g.cat("/boot/firmware/config.txt")
+    assert len(re.findall(r"^dtparam=random=on$", config, re.M)) == 1
+    modules = g.cat("/etc/modules-load.d/entropi-hwrng.conf") if g.exists(
+        "/etc/modules-load.d/entropi-hwrng.conf") else ""
+    assert "bcm2835_rng" in modules or "bcm2835-rng" in g.cat(
+        f"/lib/modules/{g.ls('/lib/modules')[0]}/modules.builtin")
+    assert g.exists("/usr/sbin/rngd")
+    assert re.search(r"^HRNGDEVICE=/dev/hwrng$", g.cat("/etc/default/rng-tools-debian"), re.M)
+    assert _links(g, "rng-tools-debian.service")
+
+
+def test_accounts_root_locked_user_hash_and_keys(g: Any, user_key: Path) -> None:
+    shadow = g.cat("/etc/shadow")
+    assert re.search(r"^root:!", shadow, re.M)
+    assert f"pi:{PASSWORD_HASH}:" in shadow
+    assert g.cat("/home/pi/.ssh/authorized_keys").strip() == user_key.with_suffix(".pub").read_text().strip()
+    assert "PasswordAuthentication no" in g.cat("/etc/ssh/sshd_config.d/50-entropi.conf")
+
+
+def test_ssh_and_firstboot_enabled_and_competing_regenerators_off(g: Any) -> None:
+    assert _links(g, "ssh.service")
+    assert _links(g, "entropi-firstboot.service")
+    assert any(x.endswith("ssh.service.requires/entropi-firstboot.service") for x in
+               _links(g, "entropi-firstboot.service"))
+    assert g.is_file("/usr/lib/entropi/entropi-firstboot")
+    assert json.loads(g.cat("/etc/entropi/firstboot.json"))["key_types"][2] == {"type": "rsa", "bits": 3072}
+    assert not _links(g, "regenerate_ssh_host_keys.service")
+    assert g.readlink("/etc/systemd/system/regenerate_ssh_host_keys.service") == "/dev/null"
