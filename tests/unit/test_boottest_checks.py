@@ -1,0 +1,94 @@
+"""Each boot-test check can fail, and says which and why (synthetic boots, real ssh-keygen)."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from stages.boottest import Boot, evaluate
+
+
+def _key(tmp: Path, name: str) -> str:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp / name)], check=True)
+    return " ".join((tmp / f"{name}.pub").read_text().split()[:2])
+
+
+def _fp(key: str) -> str:
+    out = subprocess.run(["ssh-keygen", "-lf", "-"], input=key + "\n", capture_output=True, text=True).stdout
+    return out.split()[1]
+
+
+@pytest.fixture
+def good(tmp_path: Path) -> dict[str, Boot]:
+    a, b, base = _key(tmp_path, "a"), _key(tmp_path, "b"), _key(tmp_path, "base")
+    probe = {"hwrng_current": "3f104000.rng", "hwrng_bytes": 32,
+             "firstboot_unit": {"Result": "success", "ConditionResult": "yes"},
+             "known_hosts": f"raspberrypi {a}\n", "root_password_field": "!", "rngd_pids": ["123"],
+             "rngd_bits_sent": 4096, "rngd_fips_failures": 0, "rngd_cmdline": "/usr/sbin/rngd -r /dev/hwrng",
+             "empty_key_files": []}
+    first = {"status": "ok", "crng_ready_before_keys": True, "waited_seconds": 0.0}
+    a1 = Boot("A1", log="bcm2835-rng 3f104000.rng: hwrng registered\nENTROPI-FIRSTBOOT {}", firstboot=first,
+              fingerprints=[_fp(a)], keys=[a], probe=probe, login_ok=True, password_offered=False)
+    a2_probe = {**probe, "firstboot_unit": {"Result": "success", "ConditionResult": "no"}}
+    return {"A1": a1, "A2": Boot("A2", keys=[a], probe=a2_probe), "B": Boot("B", keys=[b]),
+            "C1": Boot("C1"), "C2": Boot("C2", keys=[b], probe=probe), "_base": Boot("base", keys=[base])}
+
+
+def _run(boots: dict[str, Boot]) -> dict[int, str]:
+    base = boots["_base"].keys
+    return {c.number: c.detail for c in evaluate(boots, base_keys=base, password_expected=False) if not c.ok}
+
+
+def test_a_good_run_passes_every_check(good: dict[str, Boot]) -> None:
+    assert _run(good) == {}
+
+
+def _broken(good: dict[str, Boot], change: str) -> dict[str, Boot]:
+    boots = copy.deepcopy(good)
+    a1 = boots["A1"]
+    assert a1.probe is not None and a1.firstboot is not None
+    if change == "no-hwrng":
+        a1.log, a1.probe["hwrng_current"], a1.probe["hwrng_bytes"] = "", "", 0
+    elif change == "firstboot-failed":
+        a1.firstboot.update(status="failed", error="ssh-keygen failed")
+        a1.probe["firstboot_unit"]["Result"] = "exit-code"
+    elif change == "prebaked-key":
+        base = boots["_base"].keys[0]
+        a1.keys = sorted([*a1.keys, base])
+    elif change == "sshd-disabled":
+        a1.keys, a1.login_ok = [], False
+    elif change == "password-offered":
+        a1.password_offered = True
+    elif change == "no-rngd":
+        a1.probe["rngd_pids"], a1.probe["rngd_bits_sent"] = [], None
+    elif change == "rerun":
+        boots["A2"].log = "ENTROPI-FIRSTBOOT {}"
+    elif change == "same-keys-two-cards":
+        boots["B"].keys = list(a1.keys)
+    elif change == "reset-left-empty":
+        assert boots["C2"].probe is not None
+        boots["C2"].probe = {**boots["C2"].probe, "empty_key_files": ["/etc/ssh/ssh_host_rsa_key"]}
+    return boots
+
+
+@pytest.mark.parametrize("change, number, why", [
+    ("no-hwrng", 1, r"/dev/hwrng bytes=0"),
+    ("firstboot-failed", 2, r"verdict 'failed'.*ssh-keygen failed"),
+    ("prebaked-key", 3, r"pre-baked keys still served: 1"),
+    ("sshd-disabled", 3, r"served 0"),
+    ("sshd-disabled", 4, r"key login ok=False"),
+    ("password-offered", 4, r"password offered=True \(expected False\)"),
+    ("no-rngd", 5, r"rngd pids=\[\], bits sent=None"),
+    ("rerun", 6, r"first-boot ran again=True"),
+    ("same-keys-two-cards", 7, r"shared with card A: 1"),
+    ("reset-left-empty", 8, r"empty files \['/etc/ssh/ssh_host_rsa_key'\]"),
+])
+def test_a_broken_image_fails_the_matching_check_with_its_reason(
+        good: dict[str, Boot], change: str, number: int, why: str) -> None:
+    failed = _run(_broken(good, change))
+    assert number in failed, failed
+    import re
+    assert re.search(why, failed[number]), failed[number]
