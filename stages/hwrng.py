@@ -8,6 +8,7 @@ from typing import Any
 from stages import units
 from stages.edit import read_text, write_text
 from stages.edits import enable_hwrng_config, modules_load_conf, pick_rng_module, pick_tpm_rng_module, rngd_defaults
+from stages.errors import UserError
 from stages.runner import Context, Stage
 
 TPM_LINES = {"slb9670": ["dtparam=spi=on", "dtoverlay=tpm-slb9670"]}
@@ -81,5 +82,11 @@ class Hwrng(Stage):
         unit = next((u for u in RNGD_UNITS if units.find_unit(g, u)), None)
         if unit:
             units.enable(g, unit)
+        else:  # rng-tools-debian ships a SysV script: enabled by its rc?.d links
+            script = next((s for s in ("rng-tools-debian", "rng-tools") if g.exists(f"/etc/init.d/{s}")), None)
+            if script and not g.glob_expand(f"/etc/rc2.d/S*{script}"):
+                raise UserError(str(ctx.state["image"]), f"{script} is installed but not enabled",
+                                key="rngd.package", hint="reinstall it, or choose rngd.package = \"rng-tools5\"")
+            unit = f"{script}.service (SysV)" if script else None
         ctx.record("rngd", "config", {"file": RNGD_FILES[pkg], "device": ctx.config.rngd.device, "fill_bits": fill,
                                       "poolsize": pool, "unit": unit})
