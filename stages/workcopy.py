@@ -22,6 +22,8 @@ def grow_last_partition(image: Path, extra: int) -> None:
     import parted  # Debian's python3-parted
 
     with open(image, "r+b") as f:
+        f.seek(440)
+        disk_id = f.read(4)  # PARTUUIDs in cmdline.txt and fstab depend on it
         f.truncate(image.stat().st_size + extra)
     device = parted.getDevice(str(image))
     disk = parted.newDisk(device)
@@ -30,6 +32,9 @@ def grow_last_partition(image: Path, extra: int) -> None:
     disk.setPartitionGeometry(partition=part, constraint=parted.Constraint(exactGeom=geometry),
                               start=geometry.start, end=geometry.end)
     disk.commitToDevice()
+    with open(image, "r+b") as f:  # libparted writes a fresh disk identifier; keep the image's
+        f.seek(440)
+        f.write(disk_id)
 
 
 class WorkCopy(Stage):

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from stages.baseimage import sidecar
+from stages.disk import read_mbr
 from stages.guest import open_guest
 from stages.util import sha256_file
 from tests.conftest import PASSWORD_HASH
@@ -31,7 +32,7 @@ def _links(g: Any, unit: str) -> list[str]:
             if d.endswith((".wants", ".requires")) and g.is_symlink(f"/etc/systemd/system/{d}/{unit}")]
 
 
-def test_outputs_are_whole_with_bmap_compressed_copy_checksum_and_manifest(built_arm64: Path) -> None:
+def test_outputs_are_whole_with_bmap_compressed_copy_checksum_and_manifest(built_arm64: Path, base_arm64: Path) -> None:
     out = built_arm64.parent
     names = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
     assert names == ["ci-arm64.img", "ci-arm64.img.bmap", "ci-arm64.img.sha256", "ci-arm64.img.zst",
@@ -44,6 +45,11 @@ def test_outputs_are_whole_with_bmap_compressed_copy_checksum_and_manifest(built
     assert "rng-tools-debian" in manifest["packages"]["installed"]
     assert {s["name"] for s in manifest["stages"]} >= {"work copy", "packages", "secrets", "finalise outputs"}
     assert manifest["outputs"]["ci-arm64.img"]["sha256"] == sha256_file(built_arm64)
+    assert read_mbr(built_arm64).disk_id == read_mbr(base_arm64).disk_id  # PARTUUIDs still match
+
+
+def test_grow_enlarged_the_root_partition(built_arm64: Path, base_arm64: Path) -> None:
+    assert read_mbr(built_arm64).partitions[1].size == read_mbr(base_arm64).partitions[1].size + (256 << 20)
 
 
 def test_cached_base_is_unchanged(built_arm64: Path, base_arm64: Path) -> None:
