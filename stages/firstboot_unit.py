@@ -12,7 +12,7 @@ from stages.runner import Context, Stage
 
 FIRSTBOOT = Path(__file__).resolve().parent.parent / "firstboot"
 PROGRAM = "/usr/lib/entropi/entropi-firstboot"
-PROBE = "/usr/lib/entropi/entropi-probe"  # runs only when the boot test asks (systemd.run=)
+PROBE = "/usr/lib/entropi/entropi-probe"  # runs only when the boot test asks (systemd.wants=)
 UNIT = "entropi-firstboot.service"
 
 
@@ -30,7 +30,7 @@ class FirstbootUnit(Stage):
     name = "first-boot unit"
 
     def check(self, ctx: Context) -> None:
-        for name in ("entropi-firstboot", "entropi-probe", UNIT):
+        for name in ("entropi-firstboot", "entropi-probe", "entropi-probe.service", UNIT):
             if not (FIRSTBOOT / name).is_file():
                 raise UserError(str(FIRSTBOOT), f"{name} is missing", hint="restore firstboot/ from git")
 
@@ -44,6 +44,7 @@ class FirstbootUnit(Stage):
         g.chmod(0o755, PROGRAM)
         g.upload(str(FIRSTBOOT / "entropi-probe"), PROBE)
         g.chmod(0o755, PROBE)
+        g.upload(str(FIRSTBOOT / "entropi-probe.service"), "/etc/systemd/system/entropi-probe.service")
         g.upload(str(FIRSTBOOT / UNIT), f"/etc/systemd/system/{UNIT}")
         g.chmod(0o644, f"/etc/systemd/system/{UNIT}")
         settings = firstboot_settings(ctx)

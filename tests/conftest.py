@@ -86,3 +86,15 @@ def built_arm64(base_arm64: Path, user_key: Path, tmp_path_factory: pytest.TempP
     recipe = write_test_recipe(work, "arm64", user_key.with_suffix(".pub"))
     build(load_recipe(recipe), work / "out")
     return work / "out" / "ci-arm64.img"
+
+
+@pytest.fixture(scope="session")
+def built_armhf(base_armhf: Path, user_key: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """out/ci-armhf.img: the legacy layout (boot partition at /boot), built by the real pipeline."""
+    from stages.build import build
+    from stages.config import load_recipe
+
+    work = tmp_path_factory.mktemp("build-armhf")
+    recipe = write_test_recipe(work, "armhf", user_key.with_suffix(".pub"))
+    build(load_recipe(recipe), work / "out")
+    return work / "out" / "ci-armhf.img"

@@ -92,3 +92,18 @@ def test_ssh_and_firstboot_enabled_and_competing_regenerators_off(g: Any) -> Non
     assert json.loads(g.cat("/etc/entropi/firstboot.json"))["key_types"][2] == {"type": "rsa", "bits": 3072}
     assert not _links(g, "regenerate_ssh_host_keys.service")
     assert g.readlink("/etc/systemd/system/regenerate_ssh_host_keys.service") == "/dev/null"
+
+
+def test_armhf_legacy_layout_builds_with_the_same_properties(built_armhf: Path) -> None:
+    manifest = json.loads(built_armhf.with_name("ci-armhf.manifest.json").read_text())
+    assert manifest["image"]["arch"] == "armhf" and manifest["image"]["boot_mount"] == "/boot"
+    h = open_guest([(built_armhf, "raw", True)])
+    try:
+        h.mount_ro("/dev/sda2", "/")
+        h.mount_ro("/dev/sda1", "/boot")
+        assert len(re.findall(r"^dtparam=random=on$", h.cat("/boot/config.txt"), re.M)) == 1
+        assert h.glob_expand("/etc/ssh/ssh_host_*") == []
+        assert json.loads(h.cat("/etc/entropi/firstboot.json"))["boot_dir"] == "/boot"
+        assert h.exists("/usr/sbin/rngd") and _links(h, "entropi-firstboot.service")
+    finally:
+        h.close()
