@@ -128,6 +128,29 @@ def base_image(c: Context, arch: str = "arm64", suite: str = "bookworm",
     print(ensure_base(BaseSpec(arch, suite, mirror)))
 
 
+@task(help={"image": "Image to write: out/NAME.img, .img.xz or .img.zst (NAME.img.bmap beside it is used)",
+            "device": "The SD card's whole device, e.g. /dev/sdX or /dev/mmcblkN (or a file name with --to-file)",
+            "yes": "Do not ask for confirmation",
+            "to_file": "Write an image file (sparse) instead of a block device",
+            "force_non_removable": "Allow a device whose sysfs 'removable' flag is 0 (never the running system)",
+            "hostname": "Per-card hostname, written to <boot>/entropi/hostname for the first boot"})
+@user_errors
+def flash(c: Context, image: str, device: str, yes: bool = False, to_file: bool = False,
+          force_non_removable: bool = False, hostname: str = "") -> None:
+    """Write an image to an SD card (mapped blocks only when a .bmap exists), then read it back to verify.
+
+    Refuses mounted devices, the disk that runs this computer, non-removable disks (unless
+    --force-non-removable), cards smaller than the image, and asks before writing unless --yes.
+    """
+    import json
+
+    from stages.flash import flash as run_flash
+
+    report = run_flash(Path(image), Path(device), yes=yes, to_file=to_file,
+                       force_non_removable=force_non_removable, hostname=hostname or None)
+    print(json.dumps(report))
+
+
 @task
 def recipe_doc(c: Context) -> None:
     """Print every recipe setting with its default and help."""

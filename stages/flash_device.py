@@ -190,10 +190,11 @@ def refuse_unsafe(dev: Device, image_size: int | None, *, force_non_removable: b
     if hits:
         who, mp = hits[0]
         raise UserError(where, f"is mounted ({who} at {mp})", hint=f"unmount it first: umount {mp}")
-    holders = [p.name for p in (_block_dir(sysfs, dev.name) / "holders").glob("*")]
-    if holders:
-        raise UserError(where, f"is in use by {holders[0]} (device-mapper, RAID or encryption)",
-                        hint="stop whatever holds it before flashing")
+    stacked = [n for n in family(dev.name, sysfs)
+               if n != dev.name and not (_block_dir(sysfs, n) / "partition").exists()]
+    if stacked:
+        raise UserError(where, f"is in use by {stacked[0]} (device-mapper, RAID, encryption or a loop device)",
+                        hint=f"release it first (see `lsblk /dev/{dev.name}`, `losetup -a`)")
     if not dev.removable and not force_non_removable:
         raise UserError(where, f"{dev.name} is not a removable device ({dev.describe()})",
                         hint="SD card readers are removable; if you are sure, pass --force-non-removable")

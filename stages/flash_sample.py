@@ -26,7 +26,8 @@ def make_sample_image(path: Path, *, size_mib: int = 64, boot_mib: int = 16, boo
     run(["parted", "-s", str(path), "mklabel", "msdos",
          "mkpart", "primary", "fat32", "1MiB", f"{1 + boot_mib}MiB",
          "mkpart", "primary", "ext4", f"{1 + boot_mib}MiB", "100%"])
-    run(["mkfs.vfat", "-n", "bootfs", "--offset", "2048", str(path), str(boot_mib * 1024)])
+    fat32 = ["-F", "32", "-s", "1"] if boot_mib >= 64 else []  # FAT32 like Raspberry Pi OS, once big enough
+    run(["mkfs.vfat", *fat32, "-n", "bootfs", "--offset", "2048", str(path), str(boot_mib * 1024)])
     with tempfile.TemporaryDirectory() as tmp:
         kernel = Path(tmp) / "kernel8.img"
         kernel.write_bytes(rnd.randbytes(boot_data))
@@ -38,7 +39,8 @@ def make_sample_image(path: Path, *, size_mib: int = 64, boot_mib: int = 16, boo
         (root / "etc").mkdir(parents=True)
         (root / "etc" / "hostname").write_text("raspberrypi\n")
         (root / "usr").mkdir()
-        (root / "usr" / "blob").write_bytes(rnd.randbytes(root_data))
+        for i in range(0, root_data, 16 * MIB):
+            (root / "usr" / f"blob{i // (16 * MIB):03d}").write_bytes(rnd.randbytes(min(16 * MIB, root_data - i)))
         offset = (1 + boot_mib) * MIB
         fs_kib = (size_mib * MIB - offset) // 1024
         run(["mkfs.ext4", "-q", "-F", "-L", "rootfs", "-d", str(root), "-E", f"offset={offset}",
