@@ -10,6 +10,7 @@ from stages.accounts import Accounts
 from stages.baseimage import BaseImage
 from stages.config import Config
 from stages.edit import EditClose, EditOpen
+from stages.errors import UserError
 from stages.finalize import Finalize
 from stages.firstboot_unit import FirstbootUnit
 from stages.hwrng import Hwrng
@@ -26,7 +27,11 @@ def source_stage(config: Config) -> Stage:
     """Where the base comes from: built from Debian, or fetched (url, path, release)."""
     if config.base.source == "debian":
         return BaseImage()
-    fetch: Any = importlib.import_module("stages.fetch")
+    try:
+        fetch: Any = importlib.import_module("stages.fetch")
+    except ModuleNotFoundError:
+        raise UserError(str(config.recipe), "downloading base images is not available in this checkout",
+                        key="base", hint='use base.source = "debian" (recipes/debian-arm64.toml)') from None
     stage: Stage = fetch.Fetch()
     return stage
 
