@@ -52,7 +52,7 @@ def main() -> int:
     if os.geteuid() != 0:
         print("skipped: needs root (loop devices, drop_caches)")
         return 0
-    with tempfile.TemporaryDirectory(prefix="entropi-bench-flash-", dir=ROOT / "out" if BUILT.exists() else None) as t:
+    with tempfile.TemporaryDirectory(prefix="entropi-bench-flash-") as t:
         work = Path(t)
         if BUILT.exists():
             image = work / BUILT.name

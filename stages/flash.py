@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -140,7 +141,9 @@ def write_bmap(src: Source, dest: Path) -> tuple[int, int, str]:
             forget(proc)
         if proc.returncode != 0:
             err.seek(0)
-            raise CommandFailed(argv, proc.returncode, err.read().decode(errors="replace"))
+            lines = re.sub(r"\x1b\[[0-9;]*m", "", err.read().decode(errors="replace")).splitlines()
+            raise CommandFailed(argv, proc.returncode, "\n".join([ln for ln in lines if "ERROR" in ln] or lines),
+                                hint=f"is {src.path.name} complete, and does {src.bmap.path.name} belong to it?")
     return mapped, src.bmap.image_size, ""
 
 

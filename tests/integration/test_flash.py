@@ -250,3 +250,14 @@ def test_unconfirmed_card_is_left_alone(sample: Path, tmp_path: Path) -> None:
         refuse(r"not confirmed, nothing was written", sample, dev, yes=False, sysfs=fake_reader(tmp_path / "s", dev),
                confirm=lambda prompt: False)
         assert sha256_range(dev, IMG_SIZE) == hashlib.sha256(bytes(IMG_SIZE)).hexdigest()
+
+
+@pytest.mark.parametrize("with_bmap", [True, False], ids=["bmap", "nobmap"])
+def test_a_truncated_download_fails_loudly(sample: Path, nobmap: Path, tmp_path: Path, with_bmap: bool) -> None:
+    broken = tmp_path / "sample.img.xz"
+    data = Path(f"{sample}.xz").read_bytes()
+    broken.write_bytes(data[: len(data) // 2])
+    if with_bmap:
+        shutil.copy(f"{sample}.bmap", tmp_path / "sample.img.bmap")
+    with loop_card(tmp_path / "card") as dev, pytest.raises(UserError, match=r"xz|bmaptool|differs|decompressed"):
+        flash(broken, dev, yes=True, to_file=False, force_non_removable=True, hostname=None)

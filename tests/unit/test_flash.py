@@ -206,3 +206,17 @@ def test_sparse_writer_keeps_zero_blocks_as_holes() -> None:
     assert _data_runs(bytes(chunk), zero) == [(0, 2 * 4096), (3 * 4096, 4 * 4096), (4 * MIB - 4096, 4 * MIB)]
     assert _data_runs(zero[:100], zero) == []
     assert _data_runs(b"\1" * 100, zero) == [(0, 100)]
+
+
+def test_invoke_flash_prints_one_line_and_exits_2(tmp_path: Path, root_dir: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "x.img").write_bytes(bytes(4096))
+    (tmp_path / "not-a-card").write_bytes(b"")
+    res = subprocess.run([sys.executable, "-m", "invoke", "flash", "--image", str(tmp_path / "x.img"),
+                          "--device", str(tmp_path / "not-a-card")], cwd=root_dir, capture_output=True, text=True)
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == [f"error: {tmp_path / 'not-a-card'}: not a block device (hint: give the "
+                                               "card's device, e.g. /dev/sdX or /dev/mmcblkN; to write a file pass "
+                                               "--to-file)"]
