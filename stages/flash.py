@@ -25,7 +25,7 @@ from typing import IO, Any
 
 from stages import progress
 from stages.config import hostname_check
-from stages.disk import MTOOLS_ENV, read_mbr
+from stages.disk import MTOOLS_ENV, Partition, read_mbr
 from stages.errors import UserError
 from stages.flash_device import Device, human_size, inspect_device, open_exclusive, refuse_unsafe
 from stages.flash_source import CHUNK, Source, open_source, verify_bmap, verify_digest
@@ -47,6 +47,8 @@ def flash(image: Path, target: Path, *, yes: bool, to_file: bool, force_non_remo
     if hostname is not None and (bad := hostname_check(hostname)):
         raise UserError("flash", f"--hostname: {bad[0]}", hint=bad[1])
     src = open_source(image)
+    if hostname is not None and src.decompress is None:
+        boot_partition(image)  # fail before writing, where the image can be read cheaply
     if to_file:
         check_file_target(target, image)
     else:
@@ -239,13 +241,18 @@ def _write_at(fd: int, data: bytes | memoryview, pos: int, dest: Path) -> None:
         view, pos = view[n:], pos + n
 
 
+def boot_partition(disk: Path) -> Partition:
+    """Partition 1, which must be FAT: where the first-boot unit looks for entropi/hostname."""
+    boot = next((p for p in read_mbr(disk).partitions if p.number == 1), None)
+    if boot is None or not boot.is_fat:
+        raise UserError(str(disk), "partition 1 is not a FAT boot partition, so --hostname has nowhere to go",
+                        hint="flash a Raspberry Pi OS image, or drop --hostname")
+    return boot
+
+
 def write_hostname(target: Path, hostname: str) -> None:
     """Put ``hostname`` into <boot partition>/entropi/hostname (FAT partition 1, via mtools) and read it back."""
-    parts = {p.number: p for p in read_mbr(target).partitions}
-    boot = parts.get(1)
-    if boot is None or not boot.is_fat:
-        raise UserError(str(target), "partition 1 is not a FAT boot partition", hint="flash a Raspberry Pi OS image")
-    spec = f"{target}@@{boot.start}"
+    spec = f"{target}@@{boot_partition(target).start}"
     run(["mmd", "-D", "s", "-i", spec, "::entropi"], env=MTOOLS_ENV, check=False)  # exit 1 when it exists
     with tempfile.NamedTemporaryFile("w", suffix=".hostname") as f:
         f.write(hostname + "\n")

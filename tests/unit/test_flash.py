@@ -220,3 +220,14 @@ def test_invoke_flash_prints_one_line_and_exits_2(tmp_path: Path, root_dir: Path
     assert res.stderr.strip().splitlines() == [f"error: {tmp_path / 'not-a-card'}: not a block device (hint: give the "
                                                "card's device, e.g. /dev/sdX or /dev/mmcblkN; to write a file pass "
                                                "--to-file)"]
+
+
+def test_hostname_needs_a_fat_partition_1_and_is_checked_before_writing(tmp_path: Path) -> None:
+    img = tmp_path / "x.img"
+    mbr = bytearray(1 << 20)
+    mbr[446 + 4], mbr[446 + 8], mbr[446 + 12] = 0x83, 1, 8  # partition 1: Linux, not FAT
+    mbr[510:512] = b"\x55\xaa"
+    img.write_bytes(bytes(mbr))
+    with pytest.raises(UserError, match=r"partition 1 is not a FAT boot partition, so --hostname has nowhere to go"):
+        flash(img, tmp_path / "o.img", yes=True, to_file=True, force_non_removable=False, hostname="pi-1")
+    assert not list(tmp_path.glob("*o.img*"))
