@@ -135,7 +135,8 @@ class Machine:
         argv = [binary, "-M", machine, "-m", "1G" if self.arch == "arm64" else "1G",
                 "-kernel", str(self.files.kernel), "-dtb", str(self.files.dtb),
                 "-append", self.files.cmdline,
-                "-drive", f"file={self.disk},if=sd,format=qcow2",
+                # writethrough: what the guest wrote survives killing QEMU (a power cut), qcow2 metadata too
+                "-drive", f"file={self.disk},if=sd,format=qcow2,cache=writethrough",
                 "-usb", "-device", "usb-net,netdev=n0",
                 "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{self.port}-:22",
                 "-display", "none", "-monitor", "none", "-serial", f"file:{self.log}", "-no-reboot"]

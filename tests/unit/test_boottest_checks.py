@@ -28,7 +28,7 @@ def good(tmp_path: Path) -> dict[str, Boot]:
              "firstboot_unit": {"Result": "success", "ConditionResult": "yes"},
              "known_hosts": f"raspberrypi {a}\n", "root_password_field": "!", "rngd_pids": ["123"],
              "rngd_bits_sent": 4096, "rngd_fips_failures": 0, "rngd_cmdline": "/usr/sbin/rngd -r /dev/hwrng",
-             "empty_key_files": []}
+             "empty_key_files": [], "host_keys": [a + " root@pi"]}
     first = {"status": "ok", "crng_ready_before_keys": True, "waited_seconds": 0.0}
     a1 = Boot("A1", log="bcm2835-rng 3f104000.rng: hwrng registered\nENTROPI-FIRSTBOOT {}", firstboot=first,
               fingerprints=[_fp(a)], keys=[a], probe=probe, login_ok=True, password_offered=False)
