@@ -37,7 +37,7 @@ def user_errors(fn: F) -> F:
         except UserError as e:
             raise Exit(e.render(), code=e.exit_code) from None
         except (KeyboardInterrupt, Interrupted):
-            raise Exit("interrupted: nothing half-written was kept", code=130) from None
+            raise Exit("interrupted", code=130) from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -14,6 +14,7 @@ from stages.errors import UserError
 from stages.finalize import Finalize
 from stages.firstboot_unit import FirstbootUnit
 from stages.hwrng import Hwrng
+from stages.localbase import LocalBase
 from stages.overlays import Overlays
 from stages.packages import Packages
 from stages.rootfs import OpenImage
@@ -27,6 +28,8 @@ def source_stage(config: Config) -> Stage:
     """Where the base comes from: built from Debian, or fetched (url, path, release)."""
     if config.base.source == "debian":
         return BaseImage()
+    if config.base.source == "path" or (not config.base.source and config.base.path):
+        return LocalBase()
     try:
         fetch: Any = importlib.import_module("stages.fetch")
     except ModuleNotFoundError:

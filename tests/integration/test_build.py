@@ -107,3 +107,33 @@ def test_armhf_legacy_layout_builds_with_the_same_properties(built_armhf: Path) 
         assert h.exists("/usr/sbin/rngd") and _links(h, "entropi-firstboot.service")
     finally:
         h.close()
+
+
+def test_building_over_its_own_output_changes_nothing_twice(built_arm64: Path, tmp_path: Path) -> None:
+    from stages.build import build
+    from stages.config import load_recipe
+
+    recipe = tmp_path / "again.toml"
+    recipe.write_text(f'[base]\npath = "{built_arm64}"\n[output]\nname = "again"\ncompress = "none"\n')
+    before = sha256_file(built_arm64)
+    build(load_recipe(recipe), tmp_path / "out")
+    assert sha256_file(built_arm64) == before
+    h = open_guest([(tmp_path / "out" / "again.img", "raw", True)])
+    try:
+        h.mount_ro("/dev/sda2", "/")
+        h.mount_ro("/dev/sda1", "/boot/firmware")
+        assert len(re.findall(r"^dtparam=random=on$", h.cat("/boot/firmware/config.txt"), re.M)) == 1
+        assert h.cat("/boot/firmware/config.txt") == _config_of(built_arm64)
+        assert h.cat("/etc/modules-load.d/entropi-hwrng.conf").count("bcm2835_rng") == 1
+        assert h.glob_expand("/etc/ssh/ssh_host_*") == []
+    finally:
+        h.close()
+
+
+def _config_of(image: Path) -> str:
+    h = open_guest([(image, "raw", True)])
+    try:
+        h.mount_ro("/dev/sda1", "/")
+        return str(h.cat("/config.txt"))
+    finally:
+        h.close()
