@@ -1,4 +1,4 @@
-"""The arm64 base image boots under -M raspi3b, registers the hwrng and serves SSH."""
+"""The base images boot (arm64: -M raspi3b, armhf: -M raspi2b), register the hwrng and serve SSH."""
 
 from __future__ import annotations
 
@@ -21,18 +21,22 @@ def keyscan(port: int) -> str:
     return res.stdout
 
 
-def test_arm64_base_boots_with_hwrng_and_answers_ssh(base_arm64: Path, tmp_path: Path) -> None:
-    need_tools("qemu-system-aarch64", "qemu-img", "ssh-keyscan")
-    before = sha256_file(base_arm64)
-    files = extract_boot_files(base_arm64, "arm64", tmp_path / "boot")
-    disk = make_overlay(base_arm64, tmp_path / "sd.qcow2")
-    with Machine(files, disk, "arm64", tmp_path / "serial.log") as vm:
-        assert vm.wait_for(r"hwrng registered", 240), vm.text()[-3000:] + vm.qemu_stderr()
-        deadline = time.monotonic() + 300
+@pytest.mark.parametrize("arch, machine", [("arm64", "raspi3b"), ("armhf", "raspi2b")])
+def test_base_boots_with_hwrng_and_answers_ssh(arch: str, machine: str, request: pytest.FixtureRequest,
+                                               tmp_path: Path) -> None:
+    need_tools("qemu-system-aarch64" if arch == "arm64" else "qemu-system-arm", "qemu-img", "ssh-keyscan")
+    base: Path = request.getfixturevalue(f"base_{arch}")
+    before = sha256_file(base)
+    files = extract_boot_files(base, arch, tmp_path / "boot")
+    disk = make_overlay(base, tmp_path / "sd.qcow2")
+    with Machine(files, disk, arch, tmp_path / "serial.log") as vm:
+        assert machine in vm.argv()
+        assert vm.wait_for(r"hwrng registered", 400), vm.text()[-3000:] + vm.qemu_stderr()
+        deadline = time.monotonic() + 400
         keys = ""
         while time.monotonic() < deadline and not keys:
             keys = keyscan(vm.port)
             if not keys:
                 time.sleep(3)
         assert "ssh-ed25519" in keys, vm.text()[-3000:]
-    assert sha256_file(base_arm64) == before
+    assert sha256_file(base) == before
