@@ -72,7 +72,9 @@ def qemu_cmdline(original: str, arch: str) -> str:
     """The image's cmdline.txt adapted for QEMU: serial console, predictable net names."""
     keep = [w for w in original.split() if not w.startswith(("console=", "net.ifnames=", "quiet", "splash",
                                                               "plymouth."))]
-    return " ".join([*keep, "console=ttyAMA0,115200", "net.ifnames=0"])
+    # QEMU's usb-net offers CDC Ethernet and a "Linux Device" interface; when cdc_subset wins
+    # the race for it the link stays dead, so only cdc_ether may bind (boot-time option only).
+    return " ".join([*keep, "console=ttyAMA0,115200", "net.ifnames=0", "modprobe.blacklist=cdc_subset"])
 
 
 def extract_boot_files(image: Path, arch: str, work: Path) -> BootFiles:
