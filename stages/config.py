@@ -173,7 +173,6 @@ class Image:
     """Size of the output image."""
 
     grow: str = setting("", "Grow the root partition and file system by this much, e.g. \"+768M\".", check=size_check)
-    shrink: bool = setting(False, "Shrink the image to its data at the end (first-boot expansion still works).")
 
 
 @dataclass(frozen=True)
