@@ -168,34 +168,65 @@ def enable_hwrng_config(text: str, extra: list[str] | None = None) -> str:
 
 # -- kernel modules ---------------------------------------------------------------------
 
+_MODULE_FILE = re.compile(r"^(?P<name>[^/]+)\.ko(?:\.(?:xz|zst|gz))?$")
+_MODULE_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 
-def _module_names(paths: list[str]) -> set[str]:
+
+def _module_names(paths: list[str] | str) -> set[str]:
+    """Module names (underscores) of module files given as paths or modules.builtin text."""
+    lines = paths.splitlines() if isinstance(paths, str) else paths
     names = set()
-    for p in paths:
-        base = p.rsplit("/", 1)[-1]
-        base = re.sub(r"\.ko(\.xz|\.zst|\.gz)?$", "", base)
-        names.add(base.replace("-", "_"))
+    for p in lines:
+        m = _MODULE_FILE.match(p.strip().rsplit("/", 1)[-1])
+        if m:
+            names.add(m.group("name").replace("-", "_"))
     return names
 
 
+def _loadable(name: str, module_paths: list[str], modules_builtin: str) -> bool:
+    return name in _module_names(module_paths) and name not in _module_names(modules_builtin)
+
+
 def pick_rng_module(module_paths: list[str], modules_builtin: str) -> str | None:
-    """The SoC RNG module to load: bcm2708_rng (old kernels), bcm2835_rng, or None if built in."""
-    names = _module_names(module_paths)
-    if "bcm2708_rng" in names:
-        return "bcm2708_rng"
-    if "bcm2835_rng" in names:
-        return "bcm2835_rng"
+    """The SoC RNG module to load for one kernel, or None when there is nothing to load.
+
+    ``module_paths`` are module files relative to /lib/modules/<version>/ (any compression);
+    ``modules_builtin`` is that kernel's modules.builtin. ``bcm2708_rng`` is the old
+    downstream driver (2015-era kernels); ``bcm2835_rng`` is today's, usually built in
+    (CONFIG_HW_RANDOM_BCM2835=y), in which case None: built in, it needs no loading.
+    """
+    for name in ("bcm2708_rng", "bcm2835_rng"):
+        if _loadable(name, module_paths, modules_builtin):
+            return name
     return None
 
 
 def pick_tpm_rng_module(module_paths: list[str], modules_builtin: str) -> str | None:
-    """tpm_rng on kernels that have it; newer kernels register the TPM hwrng from the TPM core."""
-    return "tpm_rng" if "tpm_rng" in _module_names(module_paths) else None
+    """``tpm_rng`` on kernels that have it as a module; None otherwise.
+
+    Since Linux 4.x the TPM core registers the TPM's hwrng itself, so newer kernels have
+    no tpm_rng and need nothing loaded.
+    """
+    return "tpm_rng" if _loadable("tpm_rng", module_paths, modules_builtin) else None
 
 
 def modules_load_conf(modules: list[str]) -> str:
-    return "# entropi: hardware RNG drivers (see dtparam=random=on in config.txt)\n" + "".join(
-        f"{m}\n" for m in modules)
+    """Contents of /etc/modules-load.d/entropi-hwrng.conf: a header, then one module a line.
+
+    Names are normalised to underscores and repeated names dropped; a name that is not a
+    module name (only ``hwrng.module`` in a recipe can bring one) raises UserError.
+    """
+    names: list[str] = []
+    for m in modules:
+        name = m.strip().replace("-", "_")
+        if not _MODULE_NAME.match(name):
+            raise UserError("/etc/modules-load.d/entropi-hwrng.conf", f"not a kernel module name: {m!r}",
+                            key="hwrng.module", hint="use a name like bcm2835_rng, or 'auto'")
+        if name not in names:
+            names.append(name)
+    head = ("# Written by entropi: load the hardware RNG drivers at boot (systemd-modules-load).\n"
+            "# The device tree enables the RNG (dtparam=random=on in config.txt).\n")
+    return head + "".join(f"{n}\n" for n in names)
 
 
 # -- accounts ---------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from stages.edits import (
     cmdline_without_init,
     enable_hwrng_config,
     lock_root,
+    modules_load_conf,
     pick_rng_module,
     pick_tpm_rng_module,
     rename_user,
@@ -228,15 +229,49 @@ def test_config_other_overlays_and_unrelated_params_are_untouched() -> None:
     assert enable_hwrng_config(text, TPM) == text + "dtparam=random=on\ndtparam=spi=on\ndtoverlay=tpm-slb9670\n"
 
 
-def test_rng_module_choice_follows_the_kernel() -> None:
-    old = ["kernel/drivers/char/hw_random/bcm2708-rng.ko"]
-    new = ["kernel/drivers/char/hw_random/bcm2835-rng.ko.xz", "kernel/drivers/char/hw_random/rng-core.ko.xz"]
-    assert pick_rng_module(old, "") == "bcm2708_rng"
-    assert pick_rng_module(new, "") == "bcm2835_rng"
-    assert pick_rng_module([], "kernel/drivers/char/hw_random/bcm2835-rng.ko\n") is None
-    assert pick_tpm_rng_module(["kernel/drivers/char/hw_random/tpm-rng.ko"], "") == "tpm_rng"
-    assert pick_tpm_rng_module(new, "") is None
+# -- kernel modules ---------------------------------------------------------------------
 
+HWR = "kernel/drivers/char/hw_random"
+
+
+@pytest.mark.parametrize(("paths", "builtin", "expected"), [
+    ([f"{HWR}/bcm2708-rng.ko"], "", "bcm2708_rng"),
+    ([f"{HWR}/bcm2708_rng.ko"], "", "bcm2708_rng"),
+    ([f"{HWR}/bcm2708-rng.ko", f"{HWR}/bcm2835-rng.ko"], "", "bcm2708_rng"),
+    ([f"{HWR}/bcm2835-rng.ko.xz", f"{HWR}/rng-core.ko.xz"], "", "bcm2835_rng"),
+    ([f"{HWR}/bcm2835-rng.ko.zst"], "", "bcm2835_rng"),
+    ([f"{HWR}/bcm2835-rng.ko.gz"], "", "bcm2835_rng"),
+    ([f"{HWR}/iproc-rng200.ko.xz"], f"kernel/fs/ext4/ext4.ko\n{HWR}/bcm2835-rng.ko\n", None),
+    ([f"{HWR}/bcm2835-rng.ko"], f"{HWR}/bcm2835-rng.ko\n", None),  # built in wins over a stray file
+    ([], "", None),
+    ([f"{HWR}/bcm2835-rng.ko.xz.bak", "modules.dep", f"{HWR}/not-bcm2835-rng.ko"], "", None),
+], ids=["old-dash", "old-underscore", "old-wins", "xz", "zst", "gz", "builtin", "builtin-wins", "absent", "lookalikes"])
+def test_rng_module_follows_the_kernel(paths: list[str], builtin: str, expected: str | None) -> None:
+    assert pick_rng_module(paths, builtin) == expected
+
+
+def test_tpm_rng_module_only_when_the_kernel_has_it_as_a_module() -> None:
+    assert pick_tpm_rng_module([f"{HWR}/tpm-rng.ko"], "") == "tpm_rng"
+    assert pick_tpm_rng_module([f"{HWR}/tpm_rng.ko.xz"], "") == "tpm_rng"
+    assert pick_tpm_rng_module(["kernel/drivers/char/tpm/tpm.ko.xz", f"{HWR}/bcm2835-rng.ko"], "") is None
+    assert pick_tpm_rng_module([f"{HWR}/tpm-rng.ko"], f"{HWR}/tpm-rng.ko\n") is None
+
+
+def test_modules_load_conf_is_a_header_then_one_name_a_line() -> None:
+    out = modules_load_conf(["bcm2835-rng", "tpm_rng", "bcm2835_rng"])
+    lines = out.splitlines()
+    assert all(line.startswith("#") for line in lines[:2]) and lines[2:] == ["bcm2835_rng", "tpm_rng"]
+    assert out.endswith("tpm_rng\n")
+    assert [x for x in modules_load_conf([]).splitlines() if not x.startswith("#")] == []
+
+
+@pytest.mark.parametrize("bad", ["", "two words", "x\ny", "../evil"])
+def test_modules_load_conf_refuses_what_is_not_a_module_name(bad: str) -> None:
+    with pytest.raises(UserError, match="hwrng.module"):
+        modules_load_conf([bad])
+
+
+# -- accounts ---------------------------------------------------------------------------
 
 PASSWD = "root:x:0:0:root:/root:/bin/bash\npi:x:1000:1000:,,,:/home/pi:/bin/bash\n"
 SHADOW = "root:*:19000:0:99999:7:::\npi:$6$old:19000:0:99999:7:::\n"
