@@ -6,6 +6,7 @@ No I/O here: every function takes and returns text, so each is unit-tested on it
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from stages.errors import UserError
@@ -230,89 +231,216 @@ def modules_load_conf(modules: list[str]) -> str:
 
 
 # -- accounts ---------------------------------------------------------------------------
+#
+# /etc/passwd, /etc/shadow, /etc/group and /etc/gshadow as text. Lines are split on "\n"
+# only, and a line is rebuilt only when it changes, so every other line (comments, odd
+# fields, unusual characters) and the presence or absence of the final newline survive.
+
+_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+FIRST_UID, LAST_UID = 1000, 59999  # Debian's FIRST_UID/LAST_UID (adduser.conf)
 
 
-def _rows(text: str) -> list[list[str]]:
-    return [line.split(":") for line in text.splitlines()]
+def _check_name(name: str, where: str) -> None:
+    if not _NAME.match(name):
+        raise UserError(where, f"not a valid user name: {name!r}", key="users.name",
+                        hint="use lower-case letters, digits, '_' or '-', at most 32")
 
 
-def _join(rows: list[list[str]], original: str) -> str:
-    out = "\n".join(":".join(r) for r in rows)
-    return out + ("\n" if original.endswith("\n") or not original else "")
+def _check_hash(hash: str) -> None:
+    if not hash or any(c in hash for c in ":\n\r"):
+        raise UserError("/etc/shadow", "a password hash cannot be empty or contain ':' or a newline",
+                        key="users.password_hash", hint="give a crypt(3) hash, e.g. from `mkpasswd -m yescrypt`")
 
 
-def user_entry(passwd: str, name: str) -> tuple[int, int, str] | None:
-    for row in _rows(passwd):
-        if len(row) >= 7 and row[0] == name:
-            return int(row[2]), int(row[3]), row[5]
-    return None
+def _edit(text: str, change: Callable[[list[str]], list[str] | None]) -> str:
+    """Apply ``change`` to each line's fields; None (or the same fields) keeps the line as it is."""
+    lines = text.split("\n")
+    for i, line in enumerate(lines):
+        if not line:
+            continue
+        fields = line.split(":")
+        new = change(list(fields))
+        if new is not None and new != fields:
+            lines[i] = ":".join(new)
+    return "\n".join(lines)
 
 
-def set_password_hash(shadow: str, user: str, hash: str) -> str:
-    rows = _rows(shadow)
-    for row in rows:
-        if row[0] == user and len(row) > 1:
-            row[1] = hash
-            return _join(rows, shadow)
-    raise UserError("/etc/shadow", f"no shadow entry for {user}", key="users.name", hint="check the user name")
-
-
-def lock_root(shadow: str) -> str:
-    """Like `passwd -dl root`: no password, locked ('!')."""
-    rows = _rows(shadow)
-    for row in rows:
-        if row[0] == "root" and len(row) > 1:
-            row[1] = "!"
-    return _join(rows, shadow)
-
-
-def rename_user(passwd: str, shadow: str, group: str, gshadow: str, old: str,
-                new: str) -> tuple[str, str, str, str]:
-    if user_entry(passwd, new) is not None:
-        raise UserError("/etc/passwd", f"user {new} exists already", key="users.name", hint="pick another name")
-
-    def fix(text: str, members_col: int | None, home: bool = False) -> str:
-        rows = _rows(text)
-        for row in rows:
-            if row and row[0] == old:
-                row[0] = new
-                if home and len(row) >= 6 and row[5] == f"/home/{old}":
-                    row[5] = f"/home/{new}"
-            if members_col is not None and len(row) > members_col:
-                members = row[members_col].split(",") if row[members_col] else []
-                row[members_col] = ",".join(new if m == old else m for m in members)
-        return _join(rows, text)
-
-    gshadow_rows = _rows(gshadow)
-    for row in gshadow_rows:
-        if len(row) > 2:
-            row[2] = ",".join(new if m == old else m for m in row[2].split(",")) if row[2] else row[2]
-    return fix(passwd, None, home=True), fix(shadow, None), fix(group, 3), fix(_join(gshadow_rows, gshadow), 3)
+def _names(text: str) -> set[str]:
+    return {line.split(":", 1)[0] for line in text.split("\n") if line and not line.startswith("#")}
 
 
 def _append(text: str, line: str) -> str:
     return text + ("" if text.endswith("\n") or not text else "\n") + line + "\n"
 
 
+def _rename_member(members: str, old: str, new: str) -> str:
+    if not members:
+        return members
+    out: list[str] = []
+    for m in members.split(","):
+        m = new if m == old else m
+        if m not in out:
+            out.append(m)
+    return ",".join(out)
+
+
+def user_entry(passwd: str, name: str) -> tuple[int, int, str] | None:
+    """(uid, gid, home) of ``name`` in /etc/passwd text, or None when there is no such user."""
+    for line in passwd.split("\n"):
+        row = line.split(":")
+        if len(row) >= 7 and row[0] == name:
+            try:
+                return int(row[2]), int(row[3]), row[5]
+            except ValueError:
+                return None
+    return None
+
+
+def set_password_hash(shadow: str, user: str, hash: str, *, last_change: int | None = None) -> str:
+    """Put ``hash`` (a crypt(3) string, or '!'/'*' for none) in ``user``'s shadow entry.
+
+    Only the password field changes, and the last-change day (days since 1970) when
+    ``last_change`` is given: with no date here the function stays pure, and an existing
+    0 (which forces a change at the next login) is left for the caller to decide on.
+    """
+    _check_hash(hash)
+    found = False
+
+    def change(row: list[str]) -> list[str] | None:
+        nonlocal found
+        if row[0] != user or len(row) < 2 or found:
+            return None
+        found = True
+        row[1] = hash
+        if last_change is not None and len(row) >= 3:
+            row[2] = str(last_change)
+        return row
+
+    out = _edit(shadow, change)
+    if not found:
+        raise UserError("/etc/shadow", f"no shadow entry for {user}", key="users.name",
+                        hint="the image's account files are inconsistent; check /etc/passwd and /etc/shadow")
+    return out
+
+
+def lock_root(shadow: str) -> str:
+    """Root's password field becomes ``!``: what ``passwd -dl root`` leaves (no password, locked).
+
+    ``!`` rather than ``*``: `passwd -S root` reports it as locked (L), and `passwd -u`
+    can never unlock it into a password-less login because there is no hash behind it.
+    Root can still be reached with sudo by the login user, never by a password.
+    """
+    found = False
+
+    def change(row: list[str]) -> list[str] | None:
+        nonlocal found
+        if row[0] != "root" or len(row) < 2:
+            return None
+        found = True
+        row[1] = "!"
+        return row
+
+    out = _edit(shadow, change)
+    if not found:
+        raise UserError("/etc/shadow", "no shadow entry for root", key="users.lock_root",
+                        hint="the image has no root in /etc/shadow; set users.lock_root = false")
+    return out
+
+
+def rename_user(passwd: str, shadow: str, group: str, gshadow: str, old: str,
+                new: str) -> tuple[str, str, str, str]:
+    """Rename ``old`` to ``new`` everywhere: passwd, shadow, its own group, every membership.
+
+    The home field /home/<old> becomes /home/<new> (moving the directory is the caller's
+    job); any other home is kept. The user's own group is the group named ``old`` with the
+    user's primary gid; a shared primary group (e.g. ``users``) is not renamed.
+    Returns (passwd, shadow, group, gshadow).
+    """
+    entry = user_entry(passwd, old)
+    if entry is None:
+        raise UserError("/etc/passwd", f"no user {old} to rename", key="users.name", hint="check the base image")
+    if old == new:
+        return passwd, shadow, group, gshadow
+    _check_name(new, "/etc/passwd")
+    if new in _names(passwd) or new in _names(shadow):
+        raise UserError("/etc/passwd", f"user {new} exists already", key="users.name", hint="pick another name")
+    gid = entry[1]
+    own_group = any(r[0] == old and len(r) >= 3 and r[2] == str(gid) for r in (x.split(":") for x in group.split("\n")))
+    if own_group and (new in _names(group) or new in _names(gshadow)):
+        raise UserError("/etc/group", f"group {new} exists already", key="users.name", hint="pick another name")
+
+    def fix_passwd(row: list[str]) -> list[str] | None:
+        if row[0] != old:
+            return None
+        row[0] = new
+        if len(row) >= 6 and row[5] == f"/home/{old}":
+            row[5] = f"/home/{new}"
+        return row
+
+    def fix_shadow(row: list[str]) -> list[str] | None:
+        if row[0] == old:
+            row[0] = new
+        return row
+
+    def fix_group(row: list[str]) -> list[str] | None:
+        if own_group and row[0] == old and len(row) >= 3 and row[2] == str(gid):
+            row[0] = new
+        if len(row) >= 4:
+            row[3] = _rename_member(row[3], old, new)
+        return row
+
+    def fix_gshadow(row: list[str]) -> list[str] | None:
+        if own_group and row[0] == old:
+            row[0] = new
+        for col in (2, 3):  # administrators, members
+            if len(row) > col:
+                row[col] = _rename_member(row[col], old, new)
+        return row
+
+    return _edit(passwd, fix_passwd), _edit(shadow, fix_shadow), _edit(group, fix_group), _edit(gshadow, fix_gshadow)
+
+
 def add_user(passwd: str, shadow: str, group: str, gshadow: str, name: str, hash: str,
-             groups: list[str]) -> tuple[str, str, str, str]:
-    if user_entry(passwd, name) is not None:
+             groups: list[str], *, last_change: int | None = None) -> tuple[str, str, str, str]:
+    """Add ``name`` like ``adduser``: own group, home /home/<name>, /bin/bash, extra groups.
+
+    uid and gid are the same number, the lowest >= 1000 free both as a uid and as a gid.
+    ``groups`` that the image does not have are skipped. ``hash`` may be '!' (no password
+    yet). Raises UserError when the user or a group of that name exists already.
+    Returns (passwd, shadow, group, gshadow); gshadow stays empty when it was empty.
+    """
+    _check_name(name, "/etc/passwd")
+    _check_hash(hash)
+    if name in _names(passwd) or name in _names(shadow):
         raise UserError("/etc/passwd", f"user {name} exists already", key="users.name", hint="pick another name")
-    used_uids = {int(r[2]) for r in _rows(passwd) if len(r) >= 3 and r[2].isdigit()}
-    used_gids = {int(r[2]) for r in _rows(group) if len(r) >= 3 and r[2].isdigit()}
-    uid = next(i for i in range(1000, 60000) if i not in used_uids and i not in used_gids)
+    if name in _names(group):
+        raise UserError("/etc/group", f"group {name} exists already", key="users.name", hint="pick another name")
+
+    def ids(text: str) -> set[str]:
+        return {r[2] for r in (x.split(":") for x in text.split("\n")) if len(r) >= 3}
+
+    used = ids(passwd) | ids(group)
+    uid = next((i for i in range(FIRST_UID, LAST_UID + 1) if str(i) not in used), None)
+    if uid is None:
+        raise UserError("/etc/passwd", f"no free uid between {FIRST_UID} and {LAST_UID}", key="users.name")
+    wanted = set(groups) - {name}
+
+    def join(col: int) -> Callable[[list[str]], list[str] | None]:
+        def change(row: list[str]) -> list[str] | None:
+            if row[0] not in wanted or len(row) <= col:
+                return None
+            members = [m for m in row[col].split(",") if m]
+            if name not in members:
+                row[col] = ",".join([*members, name])
+            return row
+        return change
+
     passwd = _append(passwd, f"{name}:x:{uid}:{uid}::/home/{name}:/bin/bash")
-    shadow = _append(shadow, f"{name}:{hash}:19000:0:99999:7:::")
-    grows = _rows(group)
-    for row in grows:
-        if len(row) >= 4 and row[0] in groups:
-            row[3] = ",".join([m for m in row[3].split(",") if m] + [name])
-    group = _append(_join(grows, group), f"{name}:x:{uid}:")
-    gsrows = _rows(gshadow)
-    for row in gsrows:
-        if len(row) >= 4 and row[0] in groups:
-            row[3] = ",".join([m for m in row[3].split(",") if m] + [name])
-    gshadow = _append(_join(gsrows, gshadow), f"{name}:!::") if gshadow else gshadow
+    lastchg = "" if last_change is None else str(last_change)
+    shadow = _append(shadow, f"{name}:{hash}:{lastchg}:0:99999:7:::")
+    group = _append(_edit(group, join(3)), f"{name}:x:{uid}:")
+    if gshadow:
+        gshadow = _append(_edit(gshadow, join(3)), f"{name}:!::")
     return passwd, shadow, group, gshadow
 
 

@@ -273,30 +273,142 @@ def test_modules_load_conf_refuses_what_is_not_a_module_name(bad: str) -> None:
 
 # -- accounts ---------------------------------------------------------------------------
 
-PASSWD = "root:x:0:0:root:/root:/bin/bash\npi:x:1000:1000:,,,:/home/pi:/bin/bash\n"
-SHADOW = "root:*:19000:0:99999:7:::\npi:$6$old:19000:0:99999:7:::\n"
-GROUP = "root:x:0:\nsudo:x:27:pi\npi:x:1000:\n"
-GSHADOW = "root:*::\nsudo:*::pi\npi:!::\n"
+PASSWD = ("root:x:0:0:root:/root:/bin/bash\n"
+          "daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n"
+          "pi:x:1000:1000:,,,:/home/pi:/bin/bash\n"
+          "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n")
+SHADOW = ("root:*:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n"
+          "pi:$6$old:19000:0:99999:7:::\nnobody:*:19000:0:99999:7:::\n")
+GROUP = "root:x:0:\nadm:x:4:pi\nsudo:x:27:pi\nvideo:x:44:pi,kiosk\npi:x:1000:\nkiosk:x:1001:\n"
+GSHADOW = "root:*::\nadm:*::pi\nsudo:*:pi:pi\nvideo:*::pi,kiosk\npi:!::\nkiosk:!::\n"
 
 
-def test_password_hash_and_root_lock_touch_only_their_fields() -> None:
-    out = lock_root(set_password_hash(SHADOW, "pi", "$6$new$abc"))
-    assert out == "root:!:19000:0:99999:7:::\npi:$6$new$abc:19000:0:99999:7:::\n"
+def _changed(before: str, after: str) -> list[tuple[str, str]]:
+    return [(a, b) for a, b in zip(before.split("\n"), after.split("\n"), strict=True) if a != b]
 
 
-def test_rename_user_moves_home_group_and_memberships() -> None:
+def test_user_entry_reads_uid_gid_home() -> None:
+    assert user_entry(PASSWD, "pi") == (1000, 1000, "/home/pi")
+    assert user_entry(PASSWD, "root") == (0, 0, "/root")
+    assert user_entry(PASSWD, "p") is None
+    assert user_entry("broken:x:abc:1:::/bin/sh\n", "broken") is None
+    assert user_entry("", "pi") is None
+
+
+def test_set_password_hash_changes_only_that_field() -> None:
+    out = set_password_hash(SHADOW, "pi", "$y$j9T$salt$hash")
+    assert _changed(SHADOW, out) == [("pi:$6$old:19000:0:99999:7:::", "pi:$y$j9T$salt$hash:19000:0:99999:7:::")]
+
+
+def test_set_password_hash_can_set_the_last_change_day() -> None:
+    out = set_password_hash("pi:!:0:0:99999:7:::\n", "pi", "$6$x", last_change=19800)
+    assert out == "pi:$6$x:19800:0:99999:7:::\n"
+
+
+def test_set_password_hash_keeps_a_missing_final_newline() -> None:
+    assert set_password_hash("pi:!:1::::::", "pi", "$6$x") == "pi:$6$x:1::::::"
+
+
+@pytest.mark.parametrize("bad", ["", "a:b", "x\ny"])
+def test_set_password_hash_refuses_a_hash_that_would_break_the_file(bad: str) -> None:
+    with pytest.raises(UserError, match="users.password_hash"):
+        set_password_hash(SHADOW, "pi", bad)
+
+
+def test_set_password_hash_for_an_unknown_user_is_a_user_error() -> None:
+    with pytest.raises(UserError, match="no shadow entry for ada"):
+        set_password_hash(SHADOW, "ada", "$6$x")
+
+
+def test_lock_root_leaves_a_bang_like_passwd_dl() -> None:
+    out = lock_root(set_password_hash(SHADOW, "root", "$6$rootpw"))
+    assert _changed(SHADOW, out) == [("root:*:19000:0:99999:7:::", "root:!:19000:0:99999:7:::")]
+    assert lock_root(out) == out
+
+
+def test_lock_root_without_root_is_a_user_error() -> None:
+    with pytest.raises(UserError, match="root"):
+        lock_root("pi:!:1::::::\n")
+
+
+def test_rename_user_moves_name_home_own_group_and_memberships() -> None:
     p, s, g, gs = rename_user(PASSWD, SHADOW, GROUP, GSHADOW, "pi", "ada")
+    assert _changed(PASSWD, p) == [("pi:x:1000:1000:,,,:/home/pi:/bin/bash", "ada:x:1000:1000:,,,:/home/ada:/bin/bash")]
+    assert _changed(SHADOW, s) == [("pi:$6$old:19000:0:99999:7:::", "ada:$6$old:19000:0:99999:7:::")]
+    assert _changed(GROUP, g) == [("adm:x:4:pi", "adm:x:4:ada"), ("sudo:x:27:pi", "sudo:x:27:ada"),
+                                  ("video:x:44:pi,kiosk", "video:x:44:ada,kiosk"), ("pi:x:1000:", "ada:x:1000:")]
+    assert _changed(GSHADOW, gs) == [("adm:*::pi", "adm:*::ada"), ("sudo:*:pi:pi", "sudo:*:ada:ada"),
+                                     ("video:*::pi,kiosk", "video:*::ada,kiosk"), ("pi:!::", "ada:!::")]
     assert user_entry(p, "ada") == (1000, 1000, "/home/ada") and user_entry(p, "pi") is None
-    assert "sudo:x:27:ada" in g and "ada:x:1000:" in g and s.startswith("root:*") and "ada:$6$old" in s
-    assert "sudo:*::ada" in gs
 
 
-def test_add_user_takes_next_free_id_and_joins_existing_groups() -> None:
-    p, s, g, _ = add_user(PASSWD, SHADOW, GROUP, GSHADOW, "ops", "$6$h", ["sudo", "nonexistent"])
-    assert user_entry(p, "ops") == (1001, 1001, "/home/ops")
-    assert "sudo:x:27:pi,ops" in g and "ops:$6$h:" in s
-    with pytest.raises(UserError, match="exists already"):
-        add_user(p, s, g, GSHADOW, "ops", "$6$h", [])
+def test_rename_user_does_not_touch_names_that_merely_contain_the_old_one() -> None:
+    group = "pix:x:5:pi2,pix\npi:x:1000:\n"
+    _, _, g, _ = rename_user(PASSWD, SHADOW, group, "", "pi", "ada")
+    assert g == "pix:x:5:pi2,pix\nada:x:1000:\n"
+
+
+def test_rename_user_keeps_a_home_outside_home_and_a_shared_primary_group() -> None:
+    passwd = "svc:x:1000:100::/srv/svc:/bin/sh\n"
+    group = "users:x:100:\nsvc:x:2000:\n"
+    p, _, g, _ = rename_user(passwd, "svc:!:1::::::\n", group, "", "svc", "ops")
+    assert p == "ops:x:1000:100::/srv/svc:/bin/sh\n"
+    assert g == group  # 'svc' has another gid: not the user's own group
+
+
+def test_rename_user_to_itself_changes_nothing() -> None:
+    assert rename_user(PASSWD, SHADOW, GROUP, GSHADOW, "pi", "pi") == (PASSWD, SHADOW, GROUP, GSHADOW)
+
+
+@pytest.mark.parametrize(("old", "new", "message"), [
+    ("ghost", "ada", "no user ghost"),
+    ("pi", "daemon", "user daemon exists already"),
+    ("pi", "kiosk", "group kiosk exists already"),
+    ("pi", "Bad Name", "not a valid user name"),
+])
+def test_rename_user_impossible_requests_are_user_errors(old: str, new: str, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        rename_user(PASSWD, SHADOW, GROUP, GSHADOW, old, new)
+
+
+def test_add_user_appends_entries_with_the_lowest_id_free_as_uid_and_gid() -> None:
+    p, s, g, gs = add_user(PASSWD, SHADOW, GROUP, GSHADOW, "ops", "$6$h", ["sudo", "video", "nonexistent"])
+    assert p == PASSWD + "ops:x:1002:1002::/home/ops:/bin/bash\n"  # 1000 pi, 1001 the kiosk group
+    assert s == SHADOW + "ops:$6$h::0:99999:7:::\n"
+    assert g == GROUP.replace("sudo:x:27:pi", "sudo:x:27:pi,ops").replace("video:x:44:pi,kiosk",
+                                                                          "video:x:44:pi,kiosk,ops") + "ops:x:1002:\n"
+    assert gs == GSHADOW.replace("sudo:*:pi:pi", "sudo:*:pi:pi,ops").replace(
+        "video:*::pi,kiosk", "video:*::pi,kiosk,ops") + "ops:!::\n"
+    assert user_entry(p, "ops") == (1002, 1002, "/home/ops")
+
+
+def test_add_user_on_a_fresh_image_takes_1000_and_fills_empty_member_lists() -> None:
+    passwd = "root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534::/nonexistent:/usr/sbin/nologin"
+    p, s, g, gs = add_user(passwd, "root:*:1::::::", "root:x:0:\nsudo:x:27:", "", "ada", "!", ["sudo"],
+                           last_change=19800)
+    assert p == passwd + "\nada:x:1000:1000::/home/ada:/bin/bash\n"  # the missing final newline is supplied
+    assert s == "root:*:1::::::\nada:!:19800:0:99999:7:::\n"
+    assert g == "root:x:0:\nsudo:x:27:ada\nada:x:1000:\n"
+    assert gs == ""  # no gshadow file: none made up
+
+
+@pytest.mark.parametrize(("name", "message"), [
+    ("pi", "user pi exists already"),
+    ("kiosk", "group kiosk exists already"),
+    ("1up", "not a valid user name"),
+])
+def test_add_user_impossible_requests_are_user_errors(name: str, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        add_user(PASSWD, SHADOW, GROUP, GSHADOW, name, "$6$h", [])
+
+
+def test_account_edits_keep_every_other_line_byte_for_byte() -> None:
+    odd = "# comment line\n\nweird:x:7:7:Ünïcödé\u2028name:/var/weird:/bin/sh\n"
+    passwd = odd + "pi:x:1000:1000:,,,:/home/pi:/bin/bash\n"
+    p, _, _, _ = rename_user(passwd, "pi:!:1::::::\n", "pi:x:1000:\n", "", "pi", "ada")
+    assert p.startswith(odd)
+    p2, _, _, _ = add_user(p, "", "", "", "bob", "!", [])
+    assert p2.startswith(p)
 
 
 def test_sshd_and_rngd_files() -> None:
