@@ -446,25 +446,49 @@ def add_user(passwd: str, shadow: str, group: str, gshadow: str, name: str, hash
 
 # -- sshd, rngd, cmdline ----------------------------------------------------------------
 
+RNGD_PACKAGES = ("rng-tools-debian", "rng-tools5")
+FIRSTBOOT_INIT = "init=/usr/lib/raspberrypi-sys-mods/firstboot"
+
 
 def sshd_dropin(password_authentication: bool) -> str:
+    """Contents of /etc/ssh/sshd_config.d/50-entropi.conf.
+
+    sshd keeps the first value it reads for a keyword and reads sshd_config.d/*.conf in
+    order, so 50- wins over the main file's later lines and leaves room for the user.
+    """
     yes = "yes" if password_authentication else "no"
-    return ("# entropi: SSH logins (root never; passwords only when the recipe allows)\n"
-            f"PasswordAuthentication {yes}\nKbdInteractiveAuthentication no\nPermitRootLogin no\n")
+    return ("# Written by entropi: SSH logins. Root never logs in; passwords only when the\n"
+            "# recipe allows them (ssh.password_authentication).\n"
+            f"PasswordAuthentication {yes}\n"
+            "KbdInteractiveAuthentication no\n"
+            "PermitRootLogin no\n")
 
 
 def rngd_defaults(package: str, device: str, fill_bits: int) -> str:
-    head = ("# entropi: feed the hardware RNG to the kernel; fill at most half the pool\n"
-            "# (the seed article's advice: do not trust one chip with the whole pool).\n")
+    """Contents of rngd's defaults file: /etc/default/rng-tools-debian or, for rng-tools5,
+    /etc/default/rng-tools. ``fill_bits`` is the watermark up to which rngd fills the pool.
+    """
+    if package not in RNGD_PACKAGES:
+        raise ValueError(f"unknown rngd package {package!r}; expected one of {', '.join(RNGD_PACKAGES)}")
+    if not re.match(r"^/dev/[A-Za-z0-9_./-]+$", device):
+        raise UserError("/etc/default/" + ("rng-tools" if package == "rng-tools5" else package),
+                        f"not a device path: {device!r}", key="rngd.device", hint="use /dev/hwrng")
+    if fill_bits <= 0:
+        raise ValueError(f"fill watermark must be positive, got {fill_bits}")
+    head = ("# Written by entropi: rngd feeds the hardware RNG to the kernel; fill at most half\n"
+            "# the pool (the watermark below), so the hardware RNG is never the only source.\n")
     if package == "rng-tools5":
         return head + f'RNGDOPTIONS="--rng-device={device} --fill-watermark={fill_bits}"\n'
     return head + f'HRNGDEVICE={device}\nRNGDOPTIONS="--fill-watermark={fill_bits}"\n'
 
 
 def cmdline_without_init(cmdline: str) -> str:
-    """Drop Raspberry Pi OS's `init=/usr/lib/raspberrypi-sys-mods/firstboot` (it makes host keys)."""
-    eol = cmdline[len(cmdline.rstrip("\r\n")):]
-    words = [w for w in cmdline.split() if w != "init=/usr/lib/raspberrypi-sys-mods/firstboot"]
-    if len(words) == len(cmdline.split()):
-        return cmdline
-    return " ".join(words) + eol
+    """Drop Raspberry Pi OS's ``init=/usr/lib/raspberrypi-sys-mods/firstboot`` from cmdline.txt.
+
+    That first-boot script makes the SSH host keys before the kernel has real entropy; our
+    own unit does it instead. Any other ``init=``, all other words, their spacing and the
+    line ending are kept; a cmdline without it comes back unchanged.
+    """
+    word = re.escape(FIRSTBOOT_INIT)
+    out = re.sub(r"[ \t]+" + word + r"(?=\s|$)", "", cmdline)  # with the blank before it
+    return re.sub(r"^" + word + r"(?:[ \t]+|(?=\s|$))", "", out, flags=re.M)  # first word: the blank after

@@ -411,15 +411,69 @@ def test_account_edits_keep_every_other_line_byte_for_byte() -> None:
     assert p2.startswith(p)
 
 
-def test_sshd_and_rngd_files() -> None:
-    assert re.search(r"^PasswordAuthentication no$", sshd_dropin(False), re.M)
-    assert re.search(r"^PermitRootLogin no$", sshd_dropin(True), re.M)
-    assert 'HRNGDEVICE=/dev/hwrng\nRNGDOPTIONS="--fill-watermark=128"' in rngd_defaults("rng-tools-debian",
-                                                                                      "/dev/hwrng", 128)
-    assert "--rng-device=/dev/hwrng" in rngd_defaults("rng-tools5", "/dev/hwrng", 2048)
+# -- sshd, rngd, cmdline ----------------------------------------------------------------
 
 
-def test_cmdline_loses_only_the_raspios_firstboot_init() -> None:
-    line = "console=serial0,115200 root=PARTUUID=1234-02 rootwait init=/usr/lib/raspberrypi-sys-mods/firstboot\n"
-    assert cmdline_without_init(line) == "console=serial0,115200 root=PARTUUID=1234-02 rootwait\n"
-    assert cmdline_without_init("root=/dev/mmcblk0p2 init=/bin/sh\n") == "root=/dev/mmcblk0p2 init=/bin/sh\n"
+@pytest.mark.parametrize(("allow", "word"), [(True, "yes"), (False, "no")])
+def test_sshd_dropin_exact_settings(allow: bool, word: str) -> None:
+    out = sshd_dropin(allow)
+    settings = [line for line in out.splitlines() if line and not line.startswith("#")]
+    assert settings == [f"PasswordAuthentication {word}", "KbdInteractiveAuthentication no", "PermitRootLogin no"]
+    assert out.startswith("# ") and out.endswith("PermitRootLogin no\n")
+
+
+def test_rngd_defaults_for_rng_tools_debian() -> None:
+    out = rngd_defaults("rng-tools-debian", "/dev/hwrng", 128)
+    assert [x for x in out.splitlines() if not x.startswith("#")] == [
+        "HRNGDEVICE=/dev/hwrng", 'RNGDOPTIONS="--fill-watermark=128"']
+    assert "fill at most half" in out and out.endswith("\n")
+
+
+def test_rngd_defaults_for_rng_tools5_names_the_device_in_the_options() -> None:
+    out = rngd_defaults("rng-tools5", "/dev/hwrng", 2048)
+    assert [x for x in out.splitlines() if not x.startswith("#")] == [
+        'RNGDOPTIONS="--rng-device=/dev/hwrng --fill-watermark=2048"']
+    assert "fill at most half" in out
+
+
+def test_rngd_defaults_refuses_a_device_that_is_not_a_dev_path() -> None:
+    with pytest.raises(UserError, match="rngd.device"):
+        rngd_defaults("rng-tools5", '/dev/hwrng" --evil', 128)
+    with pytest.raises(UserError, match="/etc/default/rng-tools:"):
+        rngd_defaults("rng-tools5", "hwrng", 128)
+
+
+@pytest.mark.parametrize(("package", "bits"), [("none", 128), ("rng-tools", 128), ("rng-tools-debian", 0)])
+def test_rngd_defaults_refuses_unknown_packages_and_empty_watermarks(package: str, bits: int) -> None:
+    with pytest.raises(ValueError):
+        rngd_defaults(package, "/dev/hwrng", bits)
+
+
+BOOKWORM_CMDLINE = ("console=serial0,115200 console=tty1 root=PARTUUID=4e639091-02 rootfstype=ext4 fsck.repair=yes "
+                    "rootwait quiet init=/usr/lib/raspberrypi-sys-mods/firstboot splash "
+                    "plymouth.ignore-serial-consoles\n")
+
+
+@pytest.mark.parametrize(("before", "after"), [
+    (BOOKWORM_CMDLINE, BOOKWORM_CMDLINE.replace(" init=/usr/lib/raspberrypi-sys-mods/firstboot", "")),
+    ("root=/dev/mmcblk0p2 rootwait init=/usr/lib/raspberrypi-sys-mods/firstboot\n", "root=/dev/mmcblk0p2 rootwait\n"),
+    ("a init=/usr/lib/raspberrypi-sys-mods/firstboot\r\n", "a\r\n"),
+    ("init=/usr/lib/raspberrypi-sys-mods/firstboot a  b\n", "a  b\n"),
+    ("a\tinit=/usr/lib/raspberrypi-sys-mods/firstboot", "a"),
+    ("init=/usr/lib/raspberrypi-sys-mods/firstboot\n", "\n"),
+], ids=["bookworm", "last", "crlf", "first", "tab-no-eol", "only"])
+def test_cmdline_loses_only_the_raspios_firstboot_init(before: str, after: str) -> None:
+    assert cmdline_without_init(before) == after
+    assert cmdline_without_init(after) == after
+
+
+@pytest.mark.parametrize("line", [
+    "root=/dev/mmcblk0p2 init=/bin/sh\n",
+    "root=/dev/mmcblk0p2 init=/usr/lib/raspi-config/init_resize.sh\n",
+    "a init=/usr/lib/raspberrypi-sys-mods/firstboot2 b\n",
+    "a xinit=/usr/lib/raspberrypi-sys-mods/firstboot b\n",
+    "console=serial0,115200  root=PARTUUID=1-02   rootwait",
+    "",
+])
+def test_cmdline_without_that_init_comes_back_unchanged(line: str) -> None:
+    assert cmdline_without_init(line) == line
