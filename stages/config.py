@@ -120,6 +120,18 @@ def username_check(value: Any) -> tuple[str, str] | None:
     return f"not a valid user name: {value!r}", "use lower-case letters, digits, '_' or '-'"
 
 
+def module_check(value: Any) -> tuple[str, str] | None:
+    if value == "auto" or re.match(r"^[a-z0-9_-]+$", value):
+        return None
+    return f"not a kernel module name: {value!r}", "use 'auto' or a name like bcm2835_rng"
+
+
+def device_check(value: Any) -> tuple[str, str] | None:
+    if re.match(r"^/dev/[A-Za-z0-9_./-]+$", value) and ".." not in value:
+        return None
+    return f"expected a device path under /dev, got {value!r}", "use /dev/hwrng"
+
+
 def ecdsa_check(value: Any) -> tuple[str, str] | None:
     if value in (256, 384, 521):
         return None
@@ -180,7 +192,8 @@ class Hwrng:
     """The hardware random number generator."""
 
     enable: bool = setting(True, "Enable the SoC's hardware RNG (dtparam=random=on and its kernel module).")
-    module: str = setting("auto", "Kernel module to load: 'auto' picks what the image's kernel has.")
+    module: str = setting("auto", "Kernel module to load: 'auto' picks what the image's kernel has.",
+                          check=module_check)
     tpm: str = setting("", "TPM HAT to use as a second RNG: '' or 'slb9670'.", check=one_of("", "slb9670"))
 
 
@@ -193,7 +206,7 @@ class Rngd:
         "Package to install: 'rng-tools-debian', 'rng-tools5' or 'none'.",
         check=one_of("rng-tools-debian", "rng-tools5", "none"),
     )
-    device: str = setting("/dev/hwrng", "Entropy source device rngd reads.")
+    device: str = setting("/dev/hwrng", "Entropy source device rngd reads.", check=device_check)
     fill_percent: int = setting(50, "Fill the kernel pool up to this percent (at most half).", check=percent_half)
 
 

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
+from stages.boottest import keyscan
 from stages.qemu import Machine, extract_boot_files, make_overlay
 from stages.util import sha256_file
 from tests.conftest import need_tools
 
 pytestmark = pytest.mark.boot
-
-
-def keyscan(port: int) -> str:
-    res = subprocess.run(["ssh-keyscan", "-T", "5", "-p", str(port), "127.0.0.1"],
-                         capture_output=True, text=True)
-    return res.stdout
 
 
 @pytest.mark.parametrize("arch, machine", [("arm64", "raspi3b"), ("armhf", "raspi2b")])
@@ -35,7 +29,7 @@ def test_base_boots_with_hwrng_and_answers_ssh(arch: str, machine: str, request:
         deadline = time.monotonic() + 400
         keys = ""
         while time.monotonic() < deadline and not keys:
-            keys = keyscan(vm.port)
+            keys = " ".join(keyscan(vm.port, timeout=30))  # an emulated sshd under load is slow
             if not keys:
                 time.sleep(3)
         assert "ssh-ed25519" in keys, vm.text()[-3000:]
