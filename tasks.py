@@ -76,7 +76,8 @@ def build(c: Context, recipe: str = DEFAULT_RECIPE, out: str = "") -> None:
 
 @task(help={"image": "Built image (out/NAME.img); its manifest gives arch and user",
             "recipe": "Build this recipe first, then boot-test its output",
-            "key": "Private SSH key whose .pub is in the recipe's users.authorized_keys (for the login check)"})
+            "key": "Private SSH key whose .pub is in the recipe's users.authorized_keys (for the login check); "
+                   "with --recipe and no --key a throwaway key is made and added to the build"})
 @user_errors
 def boot_test(c: Context, image: str = "", recipe: str = "", key: str = "") -> None:
     """Boot the image under QEMU (raspi3b/raspi2b) and prove its properties over SSH.
@@ -92,11 +93,24 @@ def boot_test(c: Context, image: str = "", recipe: str = "", key: str = "") -> N
     if not image and not recipe:
         raise UserError("boot-test", "nothing to boot", hint="pass --image out/NAME.img or --recipe R")
     if recipe:
+        import subprocess
+
         from stages.build import build as run_build
 
         config = load_recipe(recipe)
-        run_build(config, Path(config.output.dir))
-        image = str(Path(config.output.dir) / f"{config.name}.img")
+        out = Path(config.output.dir)
+        if not key:  # a throwaway login key for the user's trust-path check
+            key_path = (out / f".{config.name}-boot-test-key").resolve()
+            out.mkdir(parents=True, exist_ok=True)
+            for old in (key_path, key_path.with_suffix(".pub")):
+                old.unlink(missing_ok=True)
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "entropi-boot-test", "-f",
+                            str(key_path)], check=True)
+            key = str(key_path)
+            config = load_recipe(recipe, {"users.authorized_keys": [*config.users.authorized_keys,
+                                                                     str(key_path.with_suffix(".pub"))]})
+        run_build(config, out)
+        image = str(out / f"{config.name}.img")
     path = Path(image)
     check_image(path)
     manifest = json.loads(path.with_name(path.name.removesuffix(".img") + ".manifest.json").read_text())
