@@ -74,6 +74,21 @@ def build(c: Context, recipe: str = DEFAULT_RECIPE, out: str = "") -> None:
         print(f"{info['path']}  ({info['bytes']} bytes)" if name.endswith(".img") else info["path"])
 
 
+@task(help={"recipe": "Recipe file (TOML) whose [base] names the image. Default: pipeline.toml",
+            "verify": "Re-hash cached files (and re-check the signature) instead of trusting size and sidecar"})
+@user_errors
+def fetch(c: Context, recipe: str = DEFAULT_RECIPE, verify: bool = False) -> None:
+    """Download (or reuse from ~/.cache/entropi/downloads), verify and unpack the recipe's base; print its path.
+
+    Handles base.release (Raspberry Pi Imager catalogue), base.url (+ sha256 or sha256_url,
+    optional signature_url + signing_key) and base.path. Interrupted downloads resume.
+    """
+    from stages.config import load_recipe
+    from stages.fetch import fetch_base
+
+    print(fetch_base(load_recipe(recipe), full_verify=verify))
+
+
 @task(help={"image": "Built image (out/NAME.img); its manifest gives arch and user",
             "recipe": "Build this recipe first, then boot-test its output",
             "key": "Private SSH key whose .pub is in the recipe's users.authorized_keys (for the login check); "

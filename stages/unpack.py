@@ -1,0 +1,200 @@
+"""Unpack a downloaded image (.xz, .gz, .bz2, .zst, .zip) into a raw .img, streaming.
+
+The decompressor runs as a child (``xz -T0`` is multi-threaded); this process reads its
+output through a large pipe, hashes it on a second thread and writes it sparsely (runs of
+zeros become holes). The result appears under its final name only when whole and, when the
+catalogue gives them, only with the expected size and SHA-256.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import zipfile
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from stages import progress
+from stages.download import Hasher
+from stages.errors import UserError
+from stages.util import atomic_output, forget, run, spawn
+
+CHUNK = 1 << 20
+MAGIC: list[tuple[bytes, str]] = [
+    (b"\xfd7zXZ\x00", "xz"), (b"\x28\xb5\x2f\xfd", "zst"), (b"\x1f\x8b", "gz"), (b"BZh", "bz2"), (b"PK\x03\x04", "zip"),
+]
+TOOLS: dict[str, list[str]] = {
+    "xz": ["xz", "-dc", "-T0", "-q"], "zst": ["zstd", "-dcq"], "gz": ["gzip", "-dc"], "bz2": ["bzip2", "-dc"],
+}
+SUFFIXES = {".xz": "xz", ".zst": "zst", ".gz": "gz", ".bz2": "bz2", ".zip": "zip"}
+
+
+class DamagedArchive(UserError):
+    """The compressed file itself is bad (truncated, corrupt, no or several images in a zip)."""
+
+
+def kind_of(path: Path) -> str | None:
+    """Compression by magic bytes (None: a raw image)."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    return next((kind for magic, kind in MAGIC if head.startswith(magic)), None)
+
+
+def kind_from_name(name: str) -> str | None:
+    return SUFFIXES.get(Path(name).suffix.lower())
+
+
+def raw_name(name: str) -> str:
+    """x.img.xz -> x.img; x.zip -> x.img; x -> x.img"""
+    stem = name[: -len(Path(name).suffix)] if kind_from_name(name) else name
+    return stem if stem.lower().endswith(".img") else stem + ".img"
+
+
+def tool_for(kind: str) -> str | None:
+    return TOOLS[kind][0] if kind in TOOLS else None
+
+
+def _xz_size(path: Path) -> int | None:
+    out = run(["xz", "--robot", "--list", str(path)], check=False).stdout.decode(errors="replace")
+    m = re.search(r"^totals\t\d+\t\d+\t\d+\t(\d+)", out, re.M)
+    return int(m.group(1)) if m else None
+
+
+def unpack(src: Path, dest: Path, *, where: str, key: str, size: int | None = None,
+           sha256: str = "") -> tuple[int, str]:
+    """Decompress ``src`` into ``dest`` (renamed into place when whole). Returns (bytes, SHA-256).
+
+    Raises DamagedArchive when ``src`` is bad, UserError when the disk is full or the result
+    differs from the expected ``size`` / ``sha256``.
+    """
+    kind = kind_of(src)
+    if kind is None:
+        raise DamagedArchive(where, f"{src.name} is not a compressed image", key=key)
+    if kind == "xz" and size is None:
+        size = _xz_size(src)
+    with atomic_output(dest) as tmp:
+        if kind == "zip":
+            with _zip_member(src, where, key) as (stream, member_size):
+                written, digest = _write(stream, tmp, size or member_size, dest, where, key)
+        else:
+            written, digest = _run_tool(kind, src, tmp, size, dest, where, key)
+        if size is not None and written != size:
+            raise UserError(where, f"{src.name} unpacks to {written} bytes, expected {size}", key=key,
+                            hint="the catalogue entry and the image disagree; report it or pin base.url + base.sha256")
+        if sha256 and digest != sha256:
+            raise UserError(where, f"SHA-256 mismatch for the unpacked {dest.name}: expected {sha256}, got {digest}",
+                            key=key, hint="the catalogue's extract_sha256 and the image disagree")
+    return written, digest
+
+
+class _zip_member:  # a context manager used like a function
+    def __init__(self, src: Path, where: str, key: str) -> None:
+        self.src, self.where, self.key = src, where, key
+        self.zf: zipfile.ZipFile | None = None
+
+    def __enter__(self) -> tuple[Iterator[bytes], int]:
+        try:
+            self.zf = zipfile.ZipFile(self.src)
+        except (zipfile.BadZipFile, OSError) as e:
+            raise DamagedArchive(self.where, f"{self.src.name} is not a readable zip: {e}", key=self.key,
+                                 hint="the download is damaged; run again") from None
+        images = [i for i in self.zf.infolist() if not i.is_dir() and i.filename.lower().endswith(".img")]
+        if len(images) != 1:
+            names = ", ".join(i.filename for i in images) or "none"
+            raise DamagedArchive(self.where, f"{self.src.name} must hold exactly one .img, it holds "
+                                 f"{len(images)} ({names})", key=self.key,
+                                 hint="point the recipe at an image archive, or unpack it and use base.path")
+        member = self.zf.open(images[0])
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                while chunk := member.read(CHUNK):
+                    yield chunk
+            except (zipfile.BadZipFile, EOFError, zlib.error, OSError) as e:
+                if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+                    raise
+                raise DamagedArchive(self.where, f"{self.src.name} is damaged: {e}", key=self.key,
+                                     hint="the download is damaged; run again") from None
+
+        return chunks(), images[0].file_size
+
+    def __exit__(self, *exc: object) -> None:
+        if self.zf is not None:
+            self.zf.close()
+
+
+def _run_tool(kind: str, src: Path, tmp: Path, size: int | None, dest: Path, where: str,
+              key: str) -> tuple[int, str]:
+    argv = [*TOOLS[kind], str(src)]
+    if shutil.which(argv[0]) is None:
+        raise UserError(where, f"{argv[0]} is needed to unpack {src.name}", key=key, hint="run ./ci/setup")
+    with tempfile.TemporaryFile() as err:
+        proc = spawn(argv, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL)
+        assert proc.stdout is not None
+        fd = proc.stdout.fileno()
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, CHUNK)
+        except OSError:
+            pass
+
+        def chunks() -> Iterator[bytes]:
+            while chunk := os.read(fd, CHUNK):
+                yield chunk
+
+        try:
+            result = _write(chunks(), tmp, size, dest, where, key)
+            code = proc.wait()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
+            forget(proc)
+        if code != 0:
+            err.seek(0)
+            lines = err.read().decode(errors="replace").strip().splitlines()
+            msg = (lines[-1] if lines else f"exit status {code}").replace(str(src) + ": ", "")
+            raise DamagedArchive(where, f"{src.name} is damaged: {argv[0]}: {msg}", key=key,
+                                 hint="the file is truncated or corrupt; run again to download it afresh")
+    return result
+
+
+def _write(chunks: Iterator[bytes], tmp: Path, size: int | None, dest: Path, where: str,
+           key: str) -> tuple[int, str]:
+    hasher = Hasher()
+    written = 0
+    try:
+        with progress.bytes_bar(f"unpack {dest.name}", size) as bar, open(tmp, "wb") as f:
+            task = bar.add_task("unpack", total=size)
+            advance: Callable[[int], None] = lambda n: bar.advance(task, n)  # noqa: E731
+            for chunk in chunks:
+                hasher.update(chunk)
+                n = len(chunk)
+                if chunk[0] == 0 and chunk[-1] == 0 and chunk == bytes(n):
+                    f.seek(n, os.SEEK_CUR)  # a hole: sparse like the image's free space
+                else:
+                    f.write(chunk)
+                written += n
+                advance(n)
+            f.truncate(written)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        hasher.close()
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            free = shutil.disk_usage(tmp.parent).free
+            need = f"; it needs {size} bytes" if size else ""
+            raise UserError(where, f"no space left in {tmp.parent} while unpacking {dest.name} after {written} "
+                            f"bytes ({free} bytes free{need})", key=key,
+                            hint="free some space there, or point ENTROPI_CACHE at a larger disk") from None
+        raise
+    except BaseException:
+        hasher.close()
+        raise
+    return written, hasher.hexdigest()
