@@ -160,6 +160,7 @@ def _run_tool(kind: str, src: Path, tmp: Path, size: int | None, dest: Path, whe
             err.seek(0)
             lines = err.read().decode(errors="replace").strip().splitlines()
             msg = (lines[-1] if lines else f"exit status {code}").replace(str(src) + ": ", "")
+            msg = msg.removeprefix(f"{argv[0]}: ")
             raise DamagedArchive(where, f"{src.name} is damaged: {argv[0]}: {msg}", key=key,
                                  hint="the file is truncated or corrupt; run again to download it afresh")
     return result
