@@ -9,12 +9,13 @@ catalogue gives them, only with the expected size and SHA-256.
 from __future__ import annotations
 
 import errno
-import fcntl
+import hashlib
 import os
 import re
 import shutil
 import subprocess
 import tempfile
+import time
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -131,39 +132,54 @@ class _zip_member:  # a context manager used like a function
 
 def _run_tool(kind: str, src: Path, tmp: Path, size: int | None, dest: Path, where: str,
               key: str) -> tuple[int, str]:
+    """The decompressor writes the file itself (sparse, no pipe copies); we hash behind it as it grows."""
     argv = [*TOOLS[kind], str(src)]
     if shutil.which(argv[0]) is None:
         raise UserError(where, f"{argv[0]} is needed to unpack {src.name}", key=key, hint="run ./ci/setup")
-    with tempfile.TemporaryFile() as err:
-        proc = spawn(argv, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL)
-        assert proc.stdout is not None
-        fd = proc.stdout.fileno()
+    with tempfile.TemporaryFile() as err, open(tmp, "wb") as out:
+        proc = spawn(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
         try:
-            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, CHUNK)
-        except OSError:
-            pass
-
-        def chunks() -> Iterator[bytes]:
-            while chunk := os.read(fd, CHUNK):
-                yield chunk
-
-        try:
-            result = _write(chunks(), tmp, size, dest, where, key)
+            written, digest = _hash_behind(tmp, proc, size, dest)
             code = proc.wait()
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-            proc.stdout.close()
             forget(proc)
-        if code != 0:
-            err.seek(0)
-            lines = err.read().decode(errors="replace").strip().splitlines()
-            msg = (lines[-1] if lines else f"exit status {code}").replace(str(src) + ": ", "")
-            msg = msg.removeprefix(f"{argv[0]}: ")
-            raise DamagedArchive(where, f"{src.name} is damaged: {argv[0]}: {msg}", key=key,
-                                 hint="the file is truncated or corrupt; run again to download it afresh")
-    return result
+        err.seek(0)
+        lines = err.read().decode(errors="replace").strip().splitlines()
+        if code == 0:
+            try:
+                os.fsync(out.fileno())  # the cache trusts it after the rename: its bytes must be on disk
+            except OSError as e:
+                raise _disk_full(e, tmp, dest, written, size, where, key) from None
+            return written, digest
+    msg = (lines[-1] if lines else f"exit status {code}").replace(str(src) + ": ", "").removeprefix(f"{argv[0]}: ")
+    if "No space left" in msg or "Disk quota" in msg:
+        raise _disk_full(OSError(errno.ENOSPC, msg), tmp, dest, written, size, where, key)
+    raise DamagedArchive(where, f"{src.name} is damaged: {argv[0]}: {msg}", key=key,
+                         hint="the file is truncated or corrupt; run again to download it afresh")
+
+
+def _hash_behind(path: Path, proc: subprocess.Popen[bytes], size: int | None, dest: Path) -> tuple[int, str]:
+    """SHA-256 of ``path`` read while ``proc`` writes it (holes read as zeros), until ``proc`` ends."""
+    h = hashlib.sha256()
+    pos = 0
+    buf = bytearray(4 * CHUNK)
+    view = memoryview(buf)
+    with progress.bytes_bar(f"unpack {dest.name}", size) as bar, open(path, "rb", buffering=0) as f:
+        task = bar.add_task("unpack", total=size)
+        while True:
+            done = proc.poll() is not None  # read after the end is seen, so the tail is not missed
+            n = f.readinto(buf) or 0
+            if n:
+                h.update(view[:n])
+                pos += n
+                bar.advance(task, n)
+            elif done:
+                return pos, h.hexdigest()
+            else:
+                time.sleep(0.005)
 
 
 def _write(chunks: Iterator[bytes], tmp: Path, size: int | None, dest: Path, where: str,
@@ -188,14 +204,19 @@ def _write(chunks: Iterator[bytes], tmp: Path, size: int | None, dest: Path, whe
             os.fsync(f.fileno())
     except OSError as e:
         hasher.close()
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            free = shutil.disk_usage(tmp.parent).free
-            need = f"; it needs {size} bytes" if size else ""
-            raise UserError(where, f"no space left in {tmp.parent} while unpacking {dest.name} after {written} "
-                            f"bytes ({free} bytes free{need})", key=key,
-                            hint="free some space there, or point ENTROPI_CACHE at a larger disk") from None
-        raise
+        raise _disk_full(e, tmp, dest, written, size, where, key) from None
     except BaseException:
         hasher.close()
         raise
     return written, hasher.hexdigest()
+
+
+def _disk_full(e: OSError, tmp: Path, dest: Path, written: int, size: int | None, where: str, key: str) -> Exception:
+    """ENOSPC as a UserError; any other OSError as it is."""
+    if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return e
+    free = shutil.disk_usage(tmp.parent).free
+    need = f"; it needs {size} bytes" if size else ""
+    return UserError(where, f"no space left in {tmp.parent} while unpacking {dest.name} after {written} "
+                     f"bytes ({free} bytes free{need})", key=key,
+                     hint="free some space there, or point ENTROPI_CACHE at a larger disk")
