@@ -67,10 +67,10 @@ def timed(fn: Callable[[], object], cleanup: Callable[[], None]) -> float:
 
 
 def pair(name: str, ours: Callable[[], object], classic: Callable[[], object], cleanup: Callable[[], None],
-         nbytes: int, classic_name: str) -> None:
+         nbytes: int, classic_name: str, runs: int = RUNS) -> None:
     a: list[float] = []
     b: list[float] = []
-    for _ in range(RUNS):
+    for _ in range(runs):
         b.append(timed(classic, cleanup))
         a.append(timed(ours, cleanup))
     ma, mb = statistics.median(a), statistics.median(b)
@@ -104,7 +104,7 @@ def main() -> int:
             pair("download",
                  lambda: download(url, out_part, where="bench", key="url", size=SIZE),
                  lambda: subprocess.run(["curl", "-s", "-o", str(out), url], check=True),
-                 cleanup, SIZE, "curl")
+                 cleanup, SIZE, "curl", runs=7)  # seconds each, and loopback figures are noisy
 
         def xz_dc(*threads: str) -> Callable[[], object]:
             def go() -> object:
