@@ -2,8 +2,8 @@
 
 A 1 GiB image-like file (an eighth random, 3/8 a hole of zeros, half real files from /usr,
 so xz decompresses at the speed it has on real OS images) is made in /tmp once per run and
-deleted at the end. It is served by the test server on 127.0.0.1 (os.sendfile, threaded) and
-fetched by:
+deleted at the end. It is served by the test server on 127.0.0.1 (os.sendfile, threaded, in
+its own process) and fetched by:
 
 - ``curl -s -o FILE URL`` and by ``stages.download.download`` (which also hashes as it goes);
 - its ``.xz`` (single block, as one ``xz`` process writes it; then multi-block, as ``xz -T``
@@ -31,7 +31,6 @@ sys.path.insert(0, str(ROOT))
 
 from stages.download import download  # noqa: E402
 from stages.unpack import unpack  # noqa: E402
-from tests.httpserver import HTTPTestServer  # noqa: E402
 
 SIZE = 1 << 30
 RUNS = 3
@@ -99,12 +98,19 @@ def main() -> int:
             for p in (out, out_part):
                 p.unlink(missing_ok=True)
 
-        with HTTPTestServer() as srv:
-            url = srv.add("bench.img", image)
+        # the server runs in its own process (python tests/httpserver.py DIR), so it shares no GIL with the client
+        server = subprocess.Popen([sys.executable, str(ROOT / "tests" / "httpserver.py"), str(work)],
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            assert server.stdout is not None
+            url = server.stdout.readline().strip() + "/bench.img"
             pair("download",
                  lambda: download(url, out_part, where="bench", key="url", size=SIZE),
                  lambda: subprocess.run(["curl", "-s", "-o", str(out), url], check=True),
                  cleanup, SIZE, "curl", runs=7)  # seconds each, and loopback figures are noisy
+        finally:
+            server.kill()
+            server.wait()
 
         def xz_dc(*threads: str) -> Callable[[], object]:
             def go() -> object:
