@@ -136,7 +136,8 @@ def boot_test(c: Context, image: str = "", recipe: str = "", key: str = "") -> N
     test_run = BootTest(path, manifest["image"]["arch"], key=Path(key) if key else None,
                         user=settings["users"]["name"], out_dir=path.parent,
                         timeout=settings["boot_test"]["timeout"], base_keys=base_keys_for(path),
-                        reset_at_key=settings["ssh"]["key_types"][-1])
+                        reset_at_key=settings["ssh"]["key_types"][-1],
+                        growroot=manifest["image"].get("first_boot_expansion") == "entropi-growroot.service")
     report = test_run.run(password_expected=password)
     print(summary(report))
     if not report["passed"]:

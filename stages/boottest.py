@@ -74,8 +74,10 @@ def fingerprint(key: str) -> str:
 
 class BootTest:
     def __init__(self, image: Path, arch: str, *, key: Path | None, user: str, out_dir: Path,
-                 timeout: int = 600, base_keys: list[str] | None = None, reset_at_key: str = "rsa") -> None:
+                 timeout: int = 600, base_keys: list[str] | None = None, reset_at_key: str = "rsa",
+                 growroot: bool = False) -> None:
         self.reset_at_key = reset_at_key  # the key type being made when card C loses power
+        self.growroot = growroot  # the build added entropi-growroot: check the root fills the card
         self.image, self.arch, self.key, self.user = image, arch, key, user
         self.out_dir, self.timeout = out_dir, timeout
         self.base_keys = base_keys or []
@@ -184,6 +186,8 @@ class BootTest:
             }
             boots["C2"] = self.boot(files, card["C"], "C2")
             checks = evaluate(boots, base_keys=self.base_keys, password_expected=password_expected)
+            if self.growroot:
+                checks.append(growth_check(boots["A1"].probe or {}))
             checks.append(Check(0, "output unchanged", sha256_file(self.image) == before,
                                 "the image stayed byte-identical (cards are qcow2 overlays)"))
         finally:
@@ -263,6 +267,19 @@ def evaluate(boots: dict[str, Boot], *, base_keys: list[str], password_expected:
                f"reset seen={not boots['C1'].error} {boots['C1'].error}; after: {len(c2.keys)} keys served, "
                f"empty files {pc.get('empty_key_files')}, unit result {c_fb.get('Result')!r}"))
     return checks
+
+
+def growth_check(p: dict[str, Any]) -> Check:
+    """9: entropi-growroot made the root partition run to the card's end and the file system fill it."""
+    disk, start = p.get("disk_bytes") or 0, p.get("root_partition_start_bytes") or 0
+    part, fs = p.get("root_partition_bytes") or 0, p.get("root_fs_bytes") or 0
+    unit = p.get("growroot_unit", {})
+    mib = 1 << 20
+    ok = bool(disk) and start + part > disk - 2 * mib and fs > part - 2 * mib and unit.get("Result") == "success"
+    return _check(9, "root grows to the card", ok,
+                  f"root partition and file system {fs // mib} MiB, to the end of the {disk // mib} MiB card",
+                  f"card {disk // mib} MiB, root partition ends at {(start + part) // mib} MiB, file system "
+                  f"{fs // mib} MiB, entropi-growroot result {unit.get('Result')!r} {p.get('root_size_error', '')}")
 
 
 def summary(report: dict[str, Any]) -> str:

@@ -20,6 +20,7 @@ from stages.packages import Packages
 from stages.rootfs import OpenImage
 from stages.runner import Context, Stage, run_stages
 from stages.secrets import Secrets
+from stages.shrink import Expansion, Shrink
 from stages.util import remove_tree
 from stages.workcopy import WorkCopy
 
@@ -51,7 +52,9 @@ def build_stages(config: Config) -> list[Stage]:
         Accounts(),            # user, password hash, keys, root locked, sshd settings
         FirstbootUnit(),       # entropi's first-boot unit and its settings
         Overlays(),            # overlays/boot, overlays/rootfs, overlays.extra
+        Expansion(),           # the image's own first-boot growth to the card, or entropi-growroot
         EditClose(),
+        Shrink(),              # image.shrink: root file system, partition and file cut to the data
         Finalize(),            # .img, .bmap, compressed copy, .sha256 (manifest by the runner)
     ]
 

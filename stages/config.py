@@ -185,6 +185,12 @@ class Image:
     """Size of the output image."""
 
     grow: str = setting("", "Grow the root partition and file system by this much, e.g. \"+768M\".", check=size_check)
+    expand: str = setting("auto", "First-boot growth of the root to the card's size: 'auto' keeps the image's "
+                                  "own (Raspberry Pi OS's) or adds entropi-growroot; 'none' adds nothing.",
+                          check=one_of("auto", "none"))
+    shrink: bool = setting(False, "At the end, shrink the root file system, its partition and the file to the "
+                                  "data (plus shrink_free); the image's own first-boot expansion stays.")
+    shrink_free: str = setting("64M", "Free space left in the root file system when shrinking.", check=size_check)
 
 
 @dataclass(frozen=True)

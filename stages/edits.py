@@ -447,7 +447,7 @@ def add_user(passwd: str, shadow: str, group: str, gshadow: str, name: str, hash
 # -- sshd, rngd, cmdline ----------------------------------------------------------------
 
 RNGD_PACKAGES = ("rng-tools-debian", "rng-tools5")
-FIRSTBOOT_INIT = "init=/usr/lib/raspberrypi-sys-mods/firstboot"
+RPI_REGENERATOR = "/usr/lib/raspberrypi-sys-mods/regenerate_ssh_host_keys"
 
 
 def sshd_dropin(password_authentication: bool) -> str:
@@ -482,13 +482,32 @@ def rngd_defaults(package: str, device: str, fill_bits: int) -> str:
     return head + f'HRNGDEVICE={device}\nRNGDOPTIONS="--fill-watermark={fill_bits}"\n'
 
 
-def cmdline_without_init(cmdline: str) -> str:
-    """Drop Raspberry Pi OS's ``init=/usr/lib/raspberrypi-sys-mods/firstboot`` from cmdline.txt.
-
-    That first-boot script makes the SSH host keys before the kernel has real entropy; our
-    own unit does it instead. Any other ``init=``, all other words, their spacing and the
-    line ending are kept; a cmdline without it comes back unchanged.
+def with_diversion(diversions: str, path: str, divert_to: str) -> str:
+    """/var/lib/dpkg/diversions with a local diversion of ``path`` to ``divert_to`` (what
+    ``dpkg-divert --local --rename --divert TO --add PATH`` records): triples of lines,
+    diverted path, where the package's file goes, and ``:`` for a local diversion.
+    An existing diversion of ``path`` is kept as it is; other entries are untouched.
     """
-    word = re.escape(FIRSTBOOT_INIT)
-    out = re.sub(r"[ \t]+" + word + r"(?=\s|$)", "", cmdline)  # with the blank before it
-    return re.sub(r"^" + word + r"(?:[ \t]+|(?=\s|$))", "", out, flags=re.M)  # first word: the blank after
+    lines = diversions.splitlines()
+    if len(lines) % 3:
+        raise UserError("/var/lib/dpkg/diversions", f"{len(lines)} lines, not triples",
+                        hint="the image's dpkg database is damaged; run dpkg-divert --list in it")
+    if path in lines[0::3]:
+        return diversions
+    body = diversions if diversions.endswith("\n") or not diversions else diversions + "\n"
+    return body + f"{path}\n{divert_to}\n:\n"
+
+
+def deferring_regenerator(script: str) -> str:
+    """What stands in for Raspberry Pi OS's key regenerator: it makes no keys and says why.
+
+    Its first-boot ``init=`` script (which also fixes the PARTUUIDs and expands the root
+    file system) and its unit both call ``script``; they go on working, and entropi's own
+    unit makes the keys once the kernel's random generator is ready.
+    """
+    return ("#!/bin/sh\n"
+            "# Written by entropi. SSH host keys are made by entropi-firstboot.service once the\n"
+            "# kernel's random generator is ready; the packaged script is diverted to\n"
+            f"# {script}.distrib (dpkg-divert --list).\n"
+            "echo 'regenerate_ssh_host_keys: left to entropi-firstboot.service' >&2\n"
+            "exit 0\n")

@@ -1,14 +1,19 @@
 """Secrets: no pre-baked host keys, seed or machine-id; only entropi makes host keys.
 
 Runs after every package step (openssh's postinst makes keys). /etc/machine-id becomes
-`uninitialized`, which makes systemd treat the next boot as the first one.
+`uninitialized`, which makes systemd treat the next boot as the first one. Raspberry Pi
+OS's regenerator script is diverted (dpkg-divert, local) and replaced by one that defers to
+entropi: its `init=` first-boot script keeps doing the rest of its work (new PARTUUIDs,
+expanding the root file system), but makes no keys.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from stages import units
 from stages.edit import read_text, write_text
-from stages.edits import cmdline_without_init
+from stages.edits import RPI_REGENERATOR, deferring_regenerator, with_diversion
 from stages.runner import Context, Stage
 
 REGENERATORS = ["regenerate_ssh_host_keys.service", "sshd-keygen.service", "ssh-keygen.service"]
@@ -34,11 +39,21 @@ class Secrets(Stage):
             if units.find_unit(g, unit):
                 units.mask(g, unit)
                 masked.append(unit)
-        cmdline_path = f"{ctx.state['boot_mount']}/cmdline.txt"
-        cmdline = read_text(g, cmdline_path)
-        stripped = cmdline_without_init(cmdline)
-        if stripped != cmdline:
-            write_text(g, cmdline_path, stripped)
-            masked.append("init=/usr/lib/raspberrypi-sys-mods/firstboot (cmdline.txt)")
+        if self._defer_regenerator(g):
+            masked.append(f"{RPI_REGENERATOR} (diverted to {RPI_REGENERATOR}.distrib)")
         ctx.record("secrets", "removed", removed)
         ctx.record("secrets", "regenerators_disabled", masked)
+
+    @staticmethod
+    def _defer_regenerator(g: Any) -> bool:
+        """Divert Raspberry Pi OS's key script and put a deferring one in its place."""
+        if not g.is_file(RPI_REGENERATOR):
+            return False
+        diversions_path = "/var/lib/dpkg/diversions"
+        diversions = read_text(g, diversions_path) if g.is_file(diversions_path) else ""
+        updated = with_diversion(diversions, RPI_REGENERATOR, f"{RPI_REGENERATOR}.distrib")
+        if updated != diversions:  # not diverted yet: keep the packaged script as .distrib
+            g.mv(RPI_REGENERATOR, f"{RPI_REGENERATOR}.distrib")
+            write_text(g, diversions_path, updated, 0o644)
+        write_text(g, RPI_REGENERATOR, deferring_regenerator(RPI_REGENERATOR), 0o755)
+        return True

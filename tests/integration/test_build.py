@@ -93,6 +93,10 @@ def test_ssh_and_firstboot_enabled_and_competing_regenerators_off(g: Any) -> Non
     assert json.loads(g.cat("/etc/entropi/firstboot.json"))["key_types"][2] == {"type": "rsa", "bits": 3072}
     assert not _links(g, "regenerate_ssh_host_keys.service")
     assert g.readlink("/etc/systemd/system/regenerate_ssh_host_keys.service") == "/dev/null"
+    # Raspberry Pi OS's script (its init= first boot calls it directly) is diverted and defers
+    script = "/usr/lib/raspberrypi-sys-mods/regenerate_ssh_host_keys"
+    assert "ssh-keygen -A" in g.cat(script + ".distrib") and "ssh-keygen" not in g.cat(script)
+    assert f"{script}\n{script}.distrib\n:\n" in g.cat("/var/lib/dpkg/diversions")
 
 
 def test_armhf_legacy_layout_builds_with_the_same_properties(built_armhf: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import subprocess
 from pathlib import Path
 
@@ -92,3 +93,21 @@ def test_a_broken_image_fails_the_matching_check_with_its_reason(
     assert number in failed, failed
     import re
     assert re.search(why, failed[number]), failed[number]
+
+
+GROWN = {"disk_bytes": 4096 << 20, "root_partition_start_bytes": 516 << 20, "root_partition_bytes": 3580 << 20,
+         "root_fs_bytes": 3580 << 20, "growroot_unit": {"Result": "success", "ConditionResult": "yes"}}
+
+
+@pytest.mark.parametrize(("change", "why"), [
+    ({"root_partition_bytes": 1500 << 20}, r"root partition ends at 2016 MiB"),
+    ({"root_fs_bytes": 1500 << 20}, r"file system 1500 MiB"),
+    ({"growroot_unit": {"Result": "exit-code"}}, r"entropi-growroot result 'exit-code'"),
+    ({"disk_bytes": None, "root_size_error": "no sysfs"}, r"card 0 MiB.*no sysfs"),
+])
+def test_the_growth_check_fails_when_the_root_did_not_grow(change: dict[str, object], why: str) -> None:
+    from stages.boottest import growth_check
+
+    assert growth_check(GROWN).ok and growth_check(GROWN).number == 9
+    bad = growth_check({**GROWN, **change})
+    assert not bad.ok and re.search(why, bad.detail), bad.detail

@@ -9,7 +9,7 @@ import pytest
 
 from stages.edits import (
     add_user,
-    cmdline_without_init,
+    deferring_regenerator,
     enable_hwrng_config,
     lock_root,
     modules_load_conf,
@@ -20,6 +20,7 @@ from stages.edits import (
     set_password_hash,
     sshd_dropin,
     user_entry,
+    with_diversion,
 )
 from stages.errors import UserError
 from tests.conftest import FIXTURES
@@ -449,31 +450,30 @@ def test_rngd_defaults_refuses_unknown_packages_and_empty_watermarks(package: st
         rngd_defaults(package, "/dev/hwrng", bits)
 
 
-BOOKWORM_CMDLINE = ("console=serial0,115200 console=tty1 root=PARTUUID=4e639091-02 rootfstype=ext4 fsck.repair=yes "
-                    "rootwait quiet init=/usr/lib/raspberrypi-sys-mods/firstboot splash "
-                    "plymouth.ignore-serial-consoles\n")
+SCRIPT = "/usr/lib/raspberrypi-sys-mods/regenerate_ssh_host_keys"
+OTHER = "/usr/bin/foo\n/usr/bin/foo.real\nfoo-pkg\n"
 
 
 @pytest.mark.parametrize(("before", "after"), [
-    (BOOKWORM_CMDLINE, BOOKWORM_CMDLINE.replace(" init=/usr/lib/raspberrypi-sys-mods/firstboot", "")),
-    ("root=/dev/mmcblk0p2 rootwait init=/usr/lib/raspberrypi-sys-mods/firstboot\n", "root=/dev/mmcblk0p2 rootwait\n"),
-    ("a init=/usr/lib/raspberrypi-sys-mods/firstboot\r\n", "a\r\n"),
-    ("init=/usr/lib/raspberrypi-sys-mods/firstboot a  b\n", "a  b\n"),
-    ("a\tinit=/usr/lib/raspberrypi-sys-mods/firstboot", "a"),
-    ("init=/usr/lib/raspberrypi-sys-mods/firstboot\n", "\n"),
-], ids=["bookworm", "last", "crlf", "first", "tab-no-eol", "only"])
-def test_cmdline_loses_only_the_raspios_firstboot_init(before: str, after: str) -> None:
-    assert cmdline_without_init(before) == after
-    assert cmdline_without_init(after) == after
+    ("", f"{SCRIPT}\n{SCRIPT}.distrib\n:\n"),
+    (OTHER, f"{OTHER}{SCRIPT}\n{SCRIPT}.distrib\n:\n"),
+    (OTHER.rstrip("\n"), f"{OTHER}{SCRIPT}\n{SCRIPT}.distrib\n:\n"),
+], ids=["empty", "other-entry", "no-eol"])
+def test_a_local_diversion_is_added_once_and_other_entries_stay(before: str, after: str) -> None:
+    assert with_diversion(before, SCRIPT, SCRIPT + ".distrib") == after
+    assert with_diversion(after, SCRIPT, SCRIPT + ".distrib") == after
 
 
-@pytest.mark.parametrize("line", [
-    "root=/dev/mmcblk0p2 init=/bin/sh\n",
-    "root=/dev/mmcblk0p2 init=/usr/lib/raspi-config/init_resize.sh\n",
-    "a init=/usr/lib/raspberrypi-sys-mods/firstboot2 b\n",
-    "a xinit=/usr/lib/raspberrypi-sys-mods/firstboot b\n",
-    "console=serial0,115200  root=PARTUUID=1-02   rootwait",
-    "",
-])
-def test_cmdline_without_that_init_comes_back_unchanged(line: str) -> None:
-    assert cmdline_without_init(line) == line
+def test_a_diversions_file_that_is_not_triples_is_refused() -> None:
+    with pytest.raises(UserError, match=r"/var/lib/dpkg/diversions: 2 lines, not triples"):
+        with_diversion("/a\n/b\n", SCRIPT, SCRIPT + ".distrib")
+
+
+def test_the_deferring_regenerator_makes_no_keys_and_exits_0(tmp_path: Path) -> None:
+    import subprocess
+
+    script = tmp_path / "regenerate_ssh_host_keys"
+    script.write_text(deferring_regenerator(SCRIPT))
+    done = subprocess.run(["sh", str(script)], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0 and "entropi-firstboot" in done.stderr
+    assert "ssh-keygen" not in script.read_text() and list(tmp_path.iterdir()) == [script]
