@@ -1,6 +1,8 @@
 """Open the work copy with libguestfs (one handle for all file edits) and close it.
 
-Before launching, the host-side root mount made for the ARM chroot is released.
+The appliance is started early, in the background (OpenImage starts it while the
+qemu-user package step runs on the host mount); before the handle mounts anything, the
+host-side root mount is released and the appliance's block-device caches are dropped.
 """
 
 from __future__ import annotations
@@ -8,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from stages.guest import accel, open_guest
+from stages.guest import Launch, accel, open_guest
 from stages.rootfs import unmount_root
 from stages.runner import Context, Stage
 
@@ -29,7 +31,8 @@ class EditOpen(Stage):
     def run(self, ctx: Context) -> None:
         unmount_root(ctx)
         image: Path = ctx.state["image"]
-        g = open_guest([(image, "raw", False)], where=str(image))
+        launch: Launch | None = ctx.state.pop("guest_launch", None)
+        g = launch.handle() if launch else open_guest([(image, "raw", False)], where=str(image))
         ctx.state["g"] = g
         ctx.record("image", "guestfs_accel", accel())
         g.mount("/dev/sda2", "/")

@@ -84,3 +84,44 @@ def open_guest(drives: list[tuple[Path, str, bool]], where: str = "image") -> An
         raise UserError(where, f"libguestfs could not start: {e}",
                         hint="run `libguestfs-test-tool` to see why; ./ci/setup installs what it needs") from None
     return g
+
+
+class Launch:
+    """An appliance started in a thread, so it boots while other work runs (the qemu-user
+    package step). ``handle()`` waits for it; ``close()`` is safe at any point."""
+
+    def __init__(self, drives: list[tuple[Path, str, bool]], where: str) -> None:
+        import threading
+
+        self._g: Any = None
+        self._error: BaseException | None = None
+        self._closed = False
+        self._thread = threading.Thread(target=self._launch, args=(drives, where), daemon=True)
+        self._thread.start()
+
+    def _launch(self, drives: list[tuple[Path, str, bool]], where: str) -> None:
+        try:
+            self._g = open_guest(drives, where)
+        except BaseException as e:  # handed to the caller of handle()
+            self._error = e
+
+    def handle(self) -> Any:
+        """The launched handle, its block-device caches dropped (the disk may have changed
+        under it since it booted), or the launch's error."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        g = self._g
+        self._g = None
+        for device in g.list_devices() + g.list_partitions():
+            g.blockdev_flushbufs(device)
+        g.drop_caches(3)
+        return g
+
+    def close(self) -> None:
+        self._thread.join()
+        if self._g is not None:
+            try:
+                self._g.close()
+            finally:
+                self._g = None
