@@ -43,9 +43,8 @@ def first_boot_expansion(g: Any, boot_mount: str) -> str | None:
     for word, name in INIT_EXPANDERS.items():
         if re.search(rf"(^|\s){re.escape(word)}(\s|$)", cmdline):
             return name
-    wants = [d for d in (g.ls(units.ETC) if g.is_dir(units.ETC) else []) if d.endswith((".wants", ".requires"))]
     for unit in UNIT_EXPANDERS:
-        if any(g.is_symlink(f"{units.ETC}/{d}/{unit}") for d in wants):
+        if g.glob_expand(f"{units.ETC}/*.wants/{unit}") or g.glob_expand(f"{units.ETC}/*.requires/{unit}"):
             return unit
     if g.glob_expand("/etc/rc[S2345].d/S*resize2fs_once"):
         return "resize2fs_once (SysV)"

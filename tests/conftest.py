@@ -68,7 +68,8 @@ def write_test_recipe(directory: Path, arch: str, pubkey: Path) -> Path:
     recipe = directory / f"ci-{arch}.toml"
     recipe.write_text(
         f'[base]\nsource = "debian"\narch = "{arch}"\n\n'
-        '[image]\ngrow = "+256M"\n\n'
+        '[image]\ngrow = "+256M"\n'
+        f'{"shrink = true" if arch == "armhf" else ""}\n\n'
         f'[users]\nname = "pi"\npassword_hash = "{PASSWORD_HASH}"\nauthorized_keys = ["{pubkey}"]\n\n'
         '[ssh]\nkey_types = ["ed25519", "ecdsa", "rsa"]\nrsa_bits = 3072\n\n'
         f'[output]\nname = "ci-{arch}"\ncompress = "zst"\n'

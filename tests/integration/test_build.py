@@ -114,6 +114,29 @@ def test_armhf_legacy_layout_builds_with_the_same_properties(built_armhf: Path) 
         h.close()
 
 
+def test_armhf_shrunk_file_ends_with_a_clean_root_and_growroot_is_installed(built_armhf: Path) -> None:
+    import subprocess
+
+    manifest = json.loads(built_armhf.with_name("ci-armhf.manifest.json").read_text())
+    shrink = manifest["image"]["shrink"]
+    root = read_mbr(built_armhf).partitions[1]
+    assert built_armhf.stat().st_size == root.start + root.size == shrink["file_bytes_after"]
+    assert shrink["file_bytes_after"] < shrink["file_bytes_before"] and root.size >= shrink["root_fs_bytes"]
+    assert manifest["image"]["first_boot_expansion"] == "entropi-growroot.service"
+    loop = subprocess.run(["losetup", "--find", "--show", "--read-only", "--offset", str(root.start),
+                           "--sizelimit", str(root.size), str(built_armhf)], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    try:
+        fsck = subprocess.run(["e2fsck", "-fn", loop], capture_output=True, text=True)
+        head = subprocess.run(["dumpe2fs", "-h", loop], capture_output=True, text=True).stdout
+    finally:
+        subprocess.run(["losetup", "-d", loop], check=False)
+    assert fsck.returncode == 0, fsck.stdout + fsck.stderr
+    blocks = int(re.search(r"^Block count:\s+(\d+)", head, re.M).group(1))  # type: ignore[union-attr]
+    free = int(re.search(r"^Free blocks:\s+(\d+)", head, re.M).group(1))  # type: ignore[union-attr]
+    assert blocks * 4096 == shrink["root_fs_bytes"] and free * 4096 >= 64 << 20  # shrink_free kept
+
+
 def test_building_over_its_own_output_changes_nothing_twice(built_arm64: Path, tmp_path: Path) -> None:
     from stages.build import build
     from stages.config import load_recipe
