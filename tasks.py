@@ -137,7 +137,8 @@ def boot_test(c: Context, image: str = "", recipe: str = "", key: str = "") -> N
                         user=settings["users"]["name"], out_dir=path.parent,
                         timeout=settings["boot_test"]["timeout"], base_keys=base_keys_for(path),
                         reset_at_key=settings["ssh"]["key_types"][-1],
-                        growroot=manifest["image"].get("first_boot_expansion") == "entropi-growroot.service")
+                        growroot=manifest["image"].get("first_boot_expansion") == "entropi-growroot.service",
+                        key_count=len(settings["ssh"]["key_types"]))
     report = test_run.run(password_expected=password)
     print(summary(report))
     if not report["passed"]:
