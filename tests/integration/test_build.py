@@ -43,6 +43,7 @@ def test_outputs_are_whole_with_bmap_compressed_copy_checksum_and_manifest(built
     assert manifest["image"]["arch"] == "arm64" and manifest["image"]["release"] == "bookworm"
     assert manifest["image"]["boot_mount"] == "/boot/firmware" and manifest["image"]["kernels"]
     assert "rng-tools-debian" in manifest["packages"]["installed"]
+    assert manifest["packages"]["apt"] == "host apt, dpkg in the chroot"  # this host has apt
     assert {s["name"] for s in manifest["stages"]} >= {"work copy", "packages", "secrets", "finalise outputs"}
     assert manifest["outputs"]["ci-arm64.img"]["sha256"] == sha256_file(built_arm64)
     assert read_mbr(built_arm64).disk_id == read_mbr(base_arm64).disk_id  # PARTUUIDs still match
@@ -137,14 +138,18 @@ def test_armhf_shrunk_file_ends_with_a_clean_root_and_growroot_is_installed(buil
     assert blocks * 4096 == shrink["root_fs_bytes"] and free * 4096 >= 64 << 20  # shrink_free kept
 
 
-def test_building_over_its_own_output_changes_nothing_twice(built_arm64: Path, tmp_path: Path) -> None:
+def test_building_over_its_own_output_changes_nothing_twice(built_arm64: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     from stages.build import build
     from stages.config import load_recipe
+
+    monkeypatch.setenv("ENTROPI_HOST_APT", "0")  # this time apt runs inside the chroot (the fallback)
 
     recipe = tmp_path / "again.toml"
     recipe.write_text(f'[base]\npath = "{built_arm64}"\n[output]\nname = "again"\ncompress = "none"\n')
     before = sha256_file(built_arm64)
-    build(load_recipe(recipe), tmp_path / "out")
+    manifest = build(load_recipe(recipe), tmp_path / "out")
+    assert manifest["packages"]["apt"] == "apt in the chroot"
     assert sha256_file(built_arm64) == before
     h = open_guest([(tmp_path / "out" / "again.img", "raw", True)])
     try:
