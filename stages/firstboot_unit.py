@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from stages import units
 from stages.edit import write_text
@@ -14,6 +15,12 @@ FIRSTBOOT = Path(__file__).resolve().parent.parent / "firstboot"
 PROGRAM = "/usr/lib/entropi/entropi-firstboot"
 PROBE = "/usr/lib/entropi/entropi-probe"  # runs only when the boot test asks (systemd.wants=)
 UNIT = "entropi-firstboot.service"
+
+
+def install(g: Any, name: str, dest: str, mode: int) -> None:
+    """Copy firstboot/NAME into the image at ``dest`` with ``mode``."""
+    g.upload(str(FIRSTBOOT / name), dest)
+    g.chmod(mode, dest)
 
 
 def firstboot_settings(ctx: Context) -> dict[str, object]:
@@ -40,13 +47,10 @@ class FirstbootUnit(Stage):
             raise UserError(str(ctx.state["image"]), "the image has no python3 for the first-boot unit",
                             key="packages.install", hint="add python3-minimal to packages.install")
         g.mkdir_p("/usr/lib/entropi")
-        g.upload(str(FIRSTBOOT / "entropi-firstboot"), PROGRAM)
-        g.chmod(0o755, PROGRAM)
-        g.upload(str(FIRSTBOOT / "entropi-probe"), PROBE)
-        g.chmod(0o755, PROBE)
-        g.upload(str(FIRSTBOOT / "entropi-probe.service"), "/etc/systemd/system/entropi-probe.service")
-        g.upload(str(FIRSTBOOT / UNIT), f"/etc/systemd/system/{UNIT}")
-        g.chmod(0o644, f"/etc/systemd/system/{UNIT}")
+        install(g, "entropi-firstboot", PROGRAM, 0o755)
+        install(g, "entropi-probe", PROBE, 0o755)
+        install(g, "entropi-probe.service", "/etc/systemd/system/entropi-probe.service", 0o644)
+        install(g, UNIT, f"/etc/systemd/system/{UNIT}", 0o644)
         settings = firstboot_settings(ctx)
         g.mkdir_p("/etc/entropi")
         write_text(g, "/etc/entropi/firstboot.json", json.dumps(settings, indent=2) + "\n", 0o644)

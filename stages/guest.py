@@ -95,7 +95,6 @@ class Launch:
 
         self._g: Any = None
         self._error: BaseException | None = None
-        self._closed = False
         self._thread = threading.Thread(target=self._launch, args=(drives, where), daemon=True)
         self._thread.start()
 

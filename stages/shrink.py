@@ -23,9 +23,10 @@ from stages.config import parse_size
 from stages.disk import read_mbr
 from stages.edit import read_text
 from stages.errors import UserError
-from stages.firstboot_unit import FIRSTBOOT
+from stages.firstboot_unit import FIRSTBOOT, install
 from stages.runner import Context, Stage, require_tools
 from stages.util import run, text
+from stages.workcopy import require_parted, set_root_partition_end
 
 MIB = 1 << 20
 INIT_EXPANDERS = {
@@ -66,10 +67,8 @@ class Expansion(Stage):
         found = first_boot_expansion(g, ctx.state["boot_mount"])
         if found is None and ctx.config.image.expand == "auto":
             g.mkdir_p("/usr/lib/entropi")
-            g.upload(str(FIRSTBOOT / "entropi-growroot"), GROWROOT)
-            g.chmod(0o755, GROWROOT)
-            g.upload(str(FIRSTBOOT / GROWROOT_UNIT), f"/etc/systemd/system/{GROWROOT_UNIT}")
-            g.chmod(0o644, f"/etc/systemd/system/{GROWROOT_UNIT}")
+            install(g, "entropi-growroot", GROWROOT, 0o755)
+            install(g, GROWROOT_UNIT, f"/etc/systemd/system/{GROWROOT_UNIT}", 0o644)
             units.enable(g, GROWROOT_UNIT)
             found = GROWROOT_UNIT
         ctx.state["expansion"] = found
@@ -91,38 +90,14 @@ def minimum_blocks(device: str) -> int:
     return int(m.group(1))
 
 
-def set_root_partition_size(image: Path, size: int) -> None:
-    """Make partition 2 ``size`` bytes long (same start) and cut the file at its end."""
-    import parted  # Debian's python3-parted
-
-    with open(image, "rb") as f:
-        f.seek(440)
-        disk_id = f.read(4)
-    device = parted.getDevice(str(image))
-    disk = parted.newDisk(device)
-    part = next(p for p in disk.partitions if p.number == 2)
-    end = part.geometry.start + size // device.sectorSize - 1
-    geometry = parted.Geometry(device=device, start=part.geometry.start, end=end)
-    disk.setPartitionGeometry(partition=part, constraint=parted.Constraint(exactGeom=geometry),
-                              start=geometry.start, end=geometry.end)
-    disk.commitToDevice()
-    with open(image, "r+b") as f:  # libparted writes a fresh disk identifier; keep the image's
-        f.seek(440)
-        f.write(disk_id)
-        f.truncate((end + 1) * device.sectorSize)
-
-
 class Shrink(Stage):
     name = "shrink"
 
     def check(self, ctx: Context) -> None:
         if not ctx.config.image.shrink:
             return
-        require_tools("image.shrink", "losetup", "e2fsck", "resize2fs", "dumpe2fs", "mount", "umount")
-        try:
-            import parted  # noqa: F401
-        except ImportError:
-            raise UserError("image.shrink", "pyparted is missing", hint="run ./ci/setup (python3-parted)") from None
+        require_tools("image.shrink", "losetup", "e2fsck", "resize2fs", "dumpe2fs")
+        require_parted("image.shrink")
 
     def run(self, ctx: Context) -> None:
         if not ctx.config.image.shrink:
@@ -154,7 +129,7 @@ class Shrink(Stage):
             with progress.step(f"resize2fs to {target * block_size / MIB:.0f} MiB"):
                 run(["resize2fs", loop, str(target)], hint="could not shrink the root file system")
         self.teardown(ctx)
-        set_root_partition_size(image, target * block_size)
+        set_root_partition_end(image, target * block_size)
         ctx.record("image", "shrink", {"file_bytes_before": before, "file_bytes_after": image.stat().st_size,
                                        "root_fs_bytes": target * block_size})
 
