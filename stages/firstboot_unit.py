@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from stages import units
-from stages.edit import write_text
+from stages.edit import put_file, write_text
 from stages.errors import UserError
 from stages.runner import Context, Stage
 
@@ -19,8 +19,7 @@ UNIT = "entropi-firstboot.service"
 
 def install(g: Any, name: str, dest: str, mode: int) -> None:
     """Copy firstboot/NAME into the image at ``dest`` with ``mode``."""
-    g.upload(str(FIRSTBOOT / name), dest)
-    g.chmod(mode, dest)
+    put_file(g, FIRSTBOOT / name, dest, mode)
 
 
 def firstboot_settings(ctx: Context) -> dict[str, object]:

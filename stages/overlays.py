@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from stages.edit import put_file
 from stages.errors import UserError
 from stages.runner import Context, Stage
 
@@ -43,8 +44,6 @@ class Overlays(Stage):
                             continue
                         src = Path(dirpath) / name
                         target = f"{target_dir.rstrip('/')}/{name}"
-                        g.upload(str(src), target)
-                        if sub == "rootfs":
-                            g.chmod(src.stat().st_mode & 0o7777, target)
+                        put_file(g, src, target, src.stat().st_mode & 0o7777 if sub == "rootfs" else None)
                         copied.append(target)
         ctx.record("overlays", "files", copied)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from stages.edit import read_text
+
 UNIT_DIRS = ["/etc/systemd/system", "/lib/systemd/system", "/usr/lib/systemd/system"]
 ETC = "/etc/systemd/system"
 
@@ -46,7 +48,7 @@ def enable(g: Any, name: str) -> bool:
     path = find_unit(g, name)
     if path is None:
         return False
-    for target, kind in install_targets(g.cat(path)):
+    for target, kind in install_targets(read_text(g, path)):
         d = f"{ETC}/{target}.{kind}"
         g.mkdir_p(d)
         link = f"{d}/{name}"

@@ -106,10 +106,31 @@ def text(argv: Sequence[str], **kw: object) -> str:
 
 
 def sha256_file(path: str | Path, bufsize: int = 4 << 20) -> str:
+    """SHA-256 of a file; holes of a sparse file are hashed as zeros without reading them."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(bufsize):
-            h.update(chunk)
+    zeros = memoryview(bytes(bufsize))
+    buf = memoryview(bytearray(bufsize))
+    with open(path, "rb", buffering=0) as f:
+        fd = f.fileno()
+        size = os.fstat(fd).st_size
+        pos = 0
+        while pos < size:
+            try:
+                data = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError:  # ENXIO: only a hole up to the end
+                data = size
+            while pos < data:
+                n = min(bufsize, data - pos)
+                h.update(zeros[:n])
+                pos += n
+            hole = os.lseek(fd, pos, os.SEEK_HOLE) if pos < size else size
+            f.seek(pos)
+            while pos < hole:
+                n = f.readinto(buf[:min(bufsize, hole - pos)])
+                if not n:  # the file shrank while being read
+                    raise OSError(f"{path}: unexpected end of file at byte {pos}")
+                h.update(buf[:n])
+                pos += n
     return h.hexdigest()
 
 

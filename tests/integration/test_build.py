@@ -11,7 +11,7 @@ import pytest
 
 from stages.baseimage import sidecar
 from stages.disk import read_mbr
-from stages.guest import open_guest
+from stages.guest import host_kernel, open_guest, unpack_kernel
 from stages.util import sha256_file
 from tests.conftest import PASSWORD_HASH
 
@@ -42,6 +42,9 @@ def test_outputs_are_whole_with_bmap_compressed_copy_checksum_and_manifest(built
     manifest = json.loads((out / "ci-arm64.manifest.json").read_text())
     assert manifest["image"]["arch"] == "arm64" and manifest["image"]["release"] == "bookworm"
     assert manifest["image"]["boot_mount"] == "/boot/firmware" and manifest["image"]["kernels"]
+    kernel = host_kernel()
+    pvh = manifest["image"]["guestfs_accel"] == "tcg" and kernel and unpack_kernel(kernel.read_bytes())
+    assert manifest["image"]["guestfs_kernel"] == ("unpacked (PVH)" if pvh else "packaged")
     assert "rng-tools-debian" in manifest["packages"]["installed"]
     assert manifest["packages"]["apt"] == "host apt, dpkg in the chroot"  # this host has apt
     assert {s["name"] for s in manifest["stages"]} >= {"work copy", "packages", "secrets", "finalise outputs"}
