@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -31,7 +32,7 @@ def info(message: str) -> None:
 
 
 def warn(message: str) -> None:
-    console.print(f"{_indent()}[yellow]warning:[/] {message}")
+    console.print(f"{_indent()}[yellow]warning:[/] {escape(message)}")  # "[bcm2835]" is text, not markup
 
 
 @contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -22,15 +23,24 @@ def test_base_boots_with_hwrng_and_answers_ssh(arch: str, machine: str, request:
     base: Path = request.getfixturevalue(f"base_{arch}")
     before = sha256_file(base)
     files = extract_boot_files(base, arch, tmp_path / "boot")
-    disk = make_overlay(base, tmp_path / "sd.qcow2")
-    with Machine(files, disk, arch, tmp_path / "serial.log") as vm:
-        assert machine in vm.argv()
-        assert vm.wait_for(r"hwrng registered", 400), vm.text()[-3000:] + vm.qemu_stderr()
-        deadline = time.monotonic() + 400
-        keys = ""
-        while time.monotonic() < deadline and not keys:
-            keys = " ".join(keyscan(vm.port, timeout=30))  # an emulated sshd under load is slow
-            if not keys:
-                time.sleep(3)
-        assert "ssh-ed25519" in keys, vm.text()[-3000:]
+    # Under TCG the guest's SD host driver sometimes times out and oopses (GUEST_CRASH);
+    # that is emulation, not the image, so such a boot is tried once more on a fresh card.
+    for attempt in (1, 2):
+        disk = make_overlay(base, tmp_path / f"sd-{attempt}.qcow2")
+        with Machine(files, disk, arch, tmp_path / f"serial-{attempt}.log") as vm:
+            assert machine in vm.argv()
+            registered = vm.wait_for(r"hwrng registered", 400)
+            deadline = time.monotonic() + 400
+            keys = ""
+            while registered and time.monotonic() < deadline and not keys and not vm.crash():
+                keys = " ".join(keyscan(vm.port, timeout=30))  # an emulated sshd under load is slow
+                if not keys:
+                    time.sleep(3)
+            crash, console = vm.crash(), vm.text()[-3000:] + vm.qemu_stderr()
+        if not crash:
+            break
+        print(f"boot {attempt}: the guest kernel failed under emulation ({crash})", file=sys.stderr)
+    assert not crash, console
+    assert registered, console
+    assert "ssh-ed25519" in keys, console
     assert sha256_file(base) == before
