@@ -20,12 +20,12 @@ from typing import Any
 
 from stages import progress
 from stages.errors import UserError
-from stages.qemu import BootFiles, Machine, extract_boot_files, make_overlay
+from stages.qemu import BootFiles, Failure, Machine, card_dir, extract_boot_files, make_overlay
 from stages.util import remove_tree, sha256_file
 
 PROBE_ARGS = "systemd.wants=entropi-probe.service"  # a start job for the probe; the image is unchanged
 SSH_OPTS = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR"]
-RETRIES = 1  # a card whose boot failed under emulation (see GUEST_CRASH) is started over this often
+RETRIES = 1  # a card whose boot hit a named emulator fault (qemu.EMULATOR_FAULTS) is started over this often
 
 
 @dataclass
@@ -44,7 +44,7 @@ class Boot:
     milestones: dict[str, float] = field(default_factory=dict)
     ssh_seconds: float | None = None
     error: str = ""
-    crash: str = ""  # console line showing the guest kernel failed under emulation
+    failure: Failure | None = None  # the console line that ended the boot, and whose fault it was
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ class BootTest:
                 if not vm.wait_for(kill_at, self.timeout):
                     result.error = f"never saw {kill_at!r} on the console"
                 result.log = vm.text()
-                result.crash = vm.crash() or ""
+                result.failure = vm.failure()
                 return result
             self._until_ssh(vm, result)
             if result.keys:
@@ -119,12 +119,12 @@ class BootTest:
             vm.poll_milestones()
             result.milestones = dict(vm.milestones)
             result.log = vm.text()
-            result.crash = vm.crash() or ""
+            result.failure = vm.failure()
         return result
 
     def _until_ssh(self, vm: Machine, result: Boot) -> None:
         deadline = time.monotonic() + self.timeout
-        while time.monotonic() < deadline and vm.alive() and not vm.crash():
+        while time.monotonic() < deadline and vm.alive() and not vm.failure():
             vm.poll_milestones()
             keys = keyscan(vm.port)
             if keys:
@@ -132,8 +132,8 @@ class BootTest:
                 result.ssh_seconds = round(vm.elapsed(), 1)
                 return
             time.sleep(3)
-        crash = vm.crash()
-        result.error = "sshd never answered" + (f" (guest kernel failed: {crash})" if crash else
+        failure = vm.failure()
+        result.error = "sshd never answered" + (f" (boot failed: {failure})" if failure else
                                                 "" if vm.alive() else f" (QEMU exited: {vm.qemu_stderr()})")
 
     def _ssh(self, vm: Machine, known_hosts: Path | None, *cmd: str) -> subprocess.CompletedProcess[str]:
@@ -147,7 +147,7 @@ class BootTest:
         # The probe's report arrives on the console and in /run (read over SSH below).
         deadline = time.monotonic() + self.timeout
         probe_line = None
-        while time.monotonic() < deadline and vm.alive() and probe_line is None and not vm.crash():
+        while time.monotonic() < deadline and vm.alive() and probe_line is None and not vm.failure():
             probe_line = re.search(r"ENTROPI-PROBE (\{.*\})", vm.text())
             if probe_line is None:
                 time.sleep(3)
@@ -181,32 +181,33 @@ class BootTest:
 
     # -- the whole test ---------------------------------------------------------------
     def card(self, files: BootFiles, card: str, plan: list[tuple[str, str | None]],
-             retries: list[dict[str, str]]) -> dict[str, Boot]:
-        """Boot one card through ``plan``; a fresh card again when emulation failed mid-way.
+             retries: list[dict[str, str]], cards: Path | None = None) -> dict[str, Boot]:
+        """Boot one card through ``plan``; a fresh card again when a named emulator fault ended a boot.
 
-        Under TCG the guest's SD host driver sometimes times out and oopses (no real board
-        does); that says nothing about the image, so the card is started over, at most
-        RETRIES times, and each retry is recorded in the report.
+        Only faults proven to be the emulator's (qemu.EMULATOR_FAULTS) start the card over, at
+        most RETRIES times, each recorded in the report. Any other failure (a panic, a device
+        that never appeared, no sshd) is the image's and is reported at once.
         """
         done: dict[str, Boot] = {}
         for attempt in range(RETRIES + 1):
-            disk = self.work / f"card-{card}.qcow2"
+            disk = (cards or self.work) / f"card-{card}.qcow2"
             disk.unlink(missing_ok=True)
             make_overlay(self.image, disk)
             done = {}
             for label, kill_at in plan:
                 done[label] = boot = self.boot(files, disk, label, kill_at=kill_at)
-                if boot.crash:
+                if boot.failure:
                     break
-            crashed = next((b for b in done.values() if b.crash), None)
-            if crashed is None or attempt == RETRIES:
+            failed = next((b for b in done.values() if b.failure), None)
+            if failed is None or failed.failure is None or not failed.failure.emulator or attempt == RETRIES:
                 break
-            retries.append({"card": card, "boot": crashed.name, "console": crashed.crash})
-            kept = self.log_path(crashed.name).rename(self.log_path(f"{crashed.name}-failed-{attempt + 1}"))
-            progress.warn(f"card {card}: the guest kernel failed under emulation in boot {crashed.name} "
-                          f"({crashed.crash}); starting the card over (console kept in {kept.name})")
-        return {label: done.get(label, Boot(label, error="not booted: an earlier boot of this card failed "
-                                                         "under emulation")) for label, _ in plan}
+            fault = failed.failure
+            retries.append({"card": card, "boot": failed.name, "fault": fault.name, "console": fault.line})
+            kept = self.log_path(failed.name).rename(self.log_path(f"{failed.name}-failed-{attempt + 1}"))
+            progress.warn(f"card {card}: emulator fault {fault.name} in boot {failed.name} "
+                          f"({fault.line}); starting the card over (console kept in {kept.name})")
+        return {label: done.get(label, Boot(label, error="not booted: an earlier boot of this card failed"))
+                for label, _ in plan}
 
     def run(self, *, password_expected: bool) -> dict[str, Any]:
         remove_tree(self.work)
@@ -220,8 +221,9 @@ class BootTest:
             plans: dict[str, list[tuple[str, str | None]]] = {
                 "A": [("A1", None), ("A2", None)], "B": [("B", None)], "C": [("C1", kill_at), ("C2", None)]}
             boots: dict[str, Boot] = {}
-            for card, plan in plans.items():
-                boots.update(self.card(files, card, plan, retries))
+            with card_dir(self.work) as cards:
+                for card, plan in plans.items():
+                    boots.update(self.card(files, card, plan, retries, cards))
             checks = evaluate(boots, base_keys=self.base_keys, password_expected=password_expected)
             if self.growroot:
                 checks.append(growth_check(boots["A1"].probe or {}))
@@ -232,6 +234,7 @@ class BootTest:
         a1 = boots["A1"]
         report = {
             "image": str(self.image), "arch": self.arch, "passed": all(c.ok for c in checks),
+            "sd_controller": files.sd_controller,
             "checks": [c.__dict__ for c in checks], "retries": retries,
             "timings": {b.name: {"milestones": b.milestones, "ssh_seconds": b.ssh_seconds} for b in boots.values()},
             "firstboot": a1.firstboot, "probe": a1.probe,
@@ -323,7 +326,7 @@ def growth_check(p: dict[str, Any]) -> Check:
 
 def summary(report: dict[str, Any]) -> str:
     lines = [f"{'PASS' if c['ok'] else 'FAIL'}  {c['number']}. {c['name']}: {c['detail']}" for c in report["checks"]]
-    lines += [f"RETRY card {r['card']}: boot {r['boot']} failed under emulation ({r['console']})"
+    lines += [f"RETRY card {r['card']}: boot {r['boot']} hit emulator fault {r.get('fault', '?')} ({r['console']})"
               for r in report.get("retries", [])]
     t = report["timings"].get("A1", {})
     lines.append(f"first boot: sshd answered after {t.get('ssh_seconds')}s; milestones {t.get('milestones')}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,61 @@ def built_armhf(base_armhf: Path, user_key: Path, tmp_path_factory: pytest.TempP
     recipe = write_test_recipe(work, "armhf", user_key.with_suffix(".pub"))
     build(load_recipe(recipe), work / "out")
     return work / "out" / "ci-armhf.img"
+
+
+# -- CI rules and the timing table -----------------------------------------------------------
+# Under CI (CI=true) an integration or boot test that skips is a failure: CI installs every
+# tool, so a skip there hides a check that never ran. At the end of every run a table shows
+# where the time went (setup, base images, builds, each boot) and how many tests ran per marker.
+SLOW_MARKERS = ("integration", "boot")
+_timings: list[tuple[str, str, float]] = []  # (kind, name, seconds)
+_counts: dict[str, dict[str, int]] = {}
+_started = time.monotonic()
+
+
+def _marker(item: pytest.Item) -> str:
+    return next((m for m in SLOW_MARKERS if item.get_closest_marker(m)), "unit")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_fixture_setup(fixturedef: pytest.FixtureDef[object], request: pytest.FixtureRequest) -> object:
+    t0 = time.monotonic()
+    yield
+    name = fixturedef.argname
+    kind = "base image" if name.startswith("base_") else "build" if name.startswith("built_") else ""
+    if kind:
+        _timings.append((kind, name, time.monotonic() - t0))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    marker = _marker(item)
+    if report.skipped and marker in SLOW_MARKERS and os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"CI=true: a skipped {marker} test is a failure ({reason})"
+    if call.when == "call" or (call.when == "setup" and not report.passed):  # one verdict per test
+        counts = _counts.setdefault(marker, {})
+        counts[report.outcome] = counts.get(report.outcome, 0) + 1
+    if call.when == "call" and marker == "boot":
+        _timings.append(("boot", item.name, call.duration))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    tr = terminalreporter
+    tr.section("entropi: tests per marker")
+    for marker in ("unit", *SLOW_MARKERS):
+        c = _counts.get(marker, {})
+        tr.write_line(f"{marker:<12} ran {c.get('passed', 0) + c.get('failed', 0):>4}  passed {c.get('passed', 0):>4}"
+                      f"  failed {c.get('failed', 0):>3}  skipped {c.get('skipped', 0):>3}")
+    tr.section("entropi: timing")
+    rows = []
+    setup = os.environ.get("ENTROPI_SETUP_SECONDS")
+    if setup:
+        rows.append(("setup", "ci/setup", float(setup)))
+    rows += _timings
+    for kind, name, seconds in rows:
+        tr.write_line(f"{kind:<11} {name:<64} {seconds:>8.1f}s")
+    tr.write_line(f"{'pytest':<11} {'whole run':<64} {time.monotonic() - _started:>8.1f}s")

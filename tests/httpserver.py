@@ -2,7 +2,8 @@
 
 Serves files or bytes with Range support (``os.sendfile`` when nothing is faked) and can be
 told, per path, to misbehave: drop the connection after N bytes, ignore Range, answer 500
-a few times first, serve wrong bytes, answer a fixed status (404), or trickle slowly.
+a few times first, serve wrong bytes, answer a fixed status (404), or stop after N bytes and
+hold the connection open until the test says go (``held``/``release``: events, not timing).
 
     with HTTPTestServer() as srv:
         url = srv.add("img.xz", path, Fault(drop_after=4096))
@@ -16,7 +17,6 @@ import os
 import re
 import socket
 import threading
-import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -34,7 +34,9 @@ class Fault:
     fail_first: int = 0            # answer 500 this many times before behaving
     status: int | None = None      # always answer this status (e.g. 404)
     corrupt: bool = False          # flip one byte in the middle of the file
-    rate: int | None = None        # bytes per second (slow link), for Ctrl-C tests
+    hold_at: int | None = None     # send this many body bytes, then wait for ``release`` (Ctrl-C tests)
+    held: threading.Event = field(default_factory=threading.Event)     # set once ``hold_at`` bytes are out
+    release: threading.Event = field(default_factory=threading.Event)  # set by the test to go on
 
 
 @dataclass
@@ -122,7 +124,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not body:
             return
         limit = length if drop is None else min(length, drop)
-        if isinstance(entry.source, Path) and not fault.corrupt and fault.rate is None:
+        if isinstance(entry.source, Path) and not fault.corrupt and fault.hold_at is None:
             self._sendfile(entry.source, start, limit)
         else:
             self._write_slowly(entry, start, limit, fault)
@@ -149,11 +151,13 @@ class _Handler(BaseHTTPRequestHandler):
     def _write_slowly(self, entry: _Entry, offset: int, count: int, fault: Fault) -> None:
         size = entry.size()
         middle = size // 2
-        chunk = 1 << 20 if fault.rate is None else max(1, fault.rate // 20)
+        chunk = 1 << 20
+        hold = None if fault.hold_at is None else offset + fault.hold_at
         with (open(entry.source, "rb") if isinstance(entry.source, Path) else _BytesFile(entry.source)) as f:
             f.seek(offset)
             while count > 0:
-                data = bytearray(f.read(min(chunk, count)))
+                want = min(chunk, count) if hold is None or offset >= hold else min(chunk, count, hold - offset)
+                data = bytearray(f.read(want))
                 if not data:
                     return
                 if fault.corrupt and offset <= middle < offset + len(data):
@@ -164,8 +168,10 @@ class _Handler(BaseHTTPRequestHandler):
                     return
                 offset += len(data)
                 count -= len(data)
-                if fault.rate is not None:
-                    time.sleep(len(data) / fault.rate)
+                if hold is not None and offset == hold:
+                    self.wfile.flush()
+                    fault.held.set()
+                    fault.release.wait(120)  # the test releases; the bound only ends a forgotten hold
 
 
 class _BytesFile:

@@ -1,4 +1,5 @@
-"""Boots that fail under emulation are told apart from the image's own failures, and retried.
+"""Boots that fail under emulation are told apart from the image's own failures; only the
+emulator's named faults are retried, once, on record.
 
 Console lines are real ones from raspi2b/raspi3b boots; the retry runs real qemu-img on a
 small image, with scripted boots standing in for QEMU's verdicts.
@@ -12,18 +13,22 @@ from pathlib import Path
 
 import pytest
 
+from stages.baseboot import Attempt, boot_base
 from stages.boottest import RETRIES, Boot, BootTest, summary
 from stages.disk import Partition
-from stages.qemu import GUEST_CRASH, BootFiles, Machine
+from stages.qemu import BootFiles, Failure, Machine, find_failure
 
-EMULATION_FAILURES = [
-    "[   53.251909] sdhost-bcm2835 3f202000.mmc: timeout waiting for hardware interrupt.",
-    "[   84.684592] PC is at bcm2835_finish_data+0x38/0xa8 [bcm2835]",
-    "[   84.702853]  bcm2835_finish_data [bcm2835] from bcm2835_dma_complete_work+0x12c/0x13c [bcm2835]",
-    "[   51.026067] pc : bcm2835_finish_data+0x38/0xa8 [bcm2835]",
-    "[   40.100000] pc : sdhci_request_done+0x30/0x2a0 [sdhci]",
-    "[    5.000000] Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)",
-    "[ TIME ] Timed out waiting for device /dev/disk/by-partuuid/6f495daa-01.",
+EMULATOR_FAULTS = [  # (name, real console line)
+    ("sd-host-timeout", "[   53.251909] sdhost-bcm2835 3f202000.mmc: timeout waiting for hardware interrupt."),
+    ("sd-host-oops", "[   84.684592] PC is at bcm2835_finish_data+0x38/0xa8 [bcm2835]"),
+    ("sd-host-oops", "[   84.702853]  bcm2835_finish_data [bcm2835] from bcm2835_dma_complete_work+0x12c/0x13c "
+                     "[bcm2835]"),
+    ("sd-host-oops", "[   51.026067] pc : bcm2835_finish_data+0x38/0xa8 [bcm2835]"),
+    ("sd-host-oops", "[   40.100000] pc : sdhci_request_done+0x30/0x2a0 [sdhci]"),
+]
+IMAGE_FAILURES = [  # the image's fault until shown otherwise: never retried
+    ("kernel-panic", "[    5.000000] Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)"),
+    ("device-timeout", "[ TIME ] Timed out waiting for device /dev/disk/by-partuuid/6f495daa-01."),
 ]
 ROUTINE = [
     # vchiq finds no VideoCore under QEMU and oopses; the boot goes on
@@ -37,15 +42,29 @@ ROUTINE = [
 ]
 
 
-@pytest.mark.parametrize("line", EMULATION_FAILURES)
-def test_emulation_failures_are_recognised(line: str) -> None:
-    m = GUEST_CRASH.search("Booting Linux\n" + line + "\nmore\n")
-    assert m and m.group(0).strip() in line
+@pytest.mark.parametrize("name, line", EMULATOR_FAULTS)
+def test_emulator_faults_are_named(name: str, line: str) -> None:
+    f = find_failure("Booting Linux\n" + line + "\nmore\n")
+    assert f is not None and f.emulator and f.name == name and f.line in line
+
+
+@pytest.mark.parametrize("name, line", IMAGE_FAILURES)
+def test_panics_and_missing_devices_are_the_images_failures(name: str, line: str) -> None:
+    f = find_failure("Booting Linux\n" + line + "\n")
+    assert f is not None and not f.emulator and f.name == name
+
+
+def test_the_first_failure_on_the_console_decides() -> None:
+    panic, sd = IMAGE_FAILURES[0][1], EMULATOR_FAULTS[0][1]
+    first_panic = find_failure(f"{panic}\n{sd}\n")
+    assert first_panic is not None and not first_panic.emulator
+    first_fault = find_failure(f"{sd}\n{panic}\n")
+    assert first_fault is not None and first_fault.emulator
 
 
 @pytest.mark.parametrize("line", ROUTINE)
 def test_routine_console_lines_are_not_failures(line: str) -> None:
-    assert GUEST_CRASH.search(line) is None
+    assert find_failure(line) is None
 
 
 def _machine(tmp_path: Path, console: str) -> Machine:
@@ -59,12 +78,13 @@ def _machine(tmp_path: Path, console: str) -> Machine:
 
 
 def test_waiting_stops_at_an_emulation_failure(tmp_path: Path) -> None:
-    vm = _machine(tmp_path, "Booting Linux\n" + EMULATION_FAILURES[0] + "\n")
+    vm = _machine(tmp_path, "Booting Linux\n" + EMULATOR_FAULTS[0][1] + "\n")
     try:
         t0 = time.monotonic()
         assert vm.wait_for(r"hwrng registered", 60) is None
         assert time.monotonic() - t0 < 5
-        assert vm.crash() == "sdhost-bcm2835 3f202000.mmc: timeout waiting for hardware interrupt."
+        assert vm.failure() == Failure("sd-host-timeout",
+                                       "sdhost-bcm2835 3f202000.mmc: timeout waiting for hardware interrupt.", True)
     finally:
         vm.kill()
 
@@ -73,7 +93,7 @@ def test_waiting_goes_on_past_routine_oopses(tmp_path: Path) -> None:
     vm = _machine(tmp_path, "\n".join(["Booting Linux", *ROUTINE]) + "\n")
     try:
         assert vm.wait_for(r"hwrng registered", 5) is not None
-        assert vm.crash() is None
+        assert vm.failure() is None
     finally:
         vm.kill()
 
@@ -83,7 +103,7 @@ class ScriptedBootTest(BootTest):
 
     def __init__(self, image: Path, out: Path, crashes: list[str]) -> None:
         super().__init__(image, "armhf", key=None, user="pi", out_dir=out)
-        self.crashes = crashes  # labels whose next boot fails under emulation, in order
+        self.crashes = crashes  # labels whose next boot fails, in order (EMULATOR_FAULTS unless "!label")
         self.booted: list[str] = []
         self.work.mkdir(parents=True)
 
@@ -91,9 +111,10 @@ class ScriptedBootTest(BootTest):
         assert disk.is_file()
         self.booted.append(label)
         self.log_path(label).write_text(f"console of {label}\n")
-        if self.crashes and self.crashes[0] == label:
-            self.crashes.pop(0)
-            return Boot(label, crash="sdhost-bcm2835 3f202000.mmc: timeout waiting for hardware interrupt.")
+        if self.crashes and self.crashes[0].lstrip("!") == label:
+            image_fault = self.crashes.pop(0).startswith("!")
+            line = (IMAGE_FAILURES if image_fault else EMULATOR_FAULTS)[0][1].split("] ", 1)[1]
+            return Boot(label, failure=find_failure(line))
         return Boot(label, keys=[f"ssh-ed25519 {label}"])
 
 
@@ -115,12 +136,12 @@ def test_a_card_that_fails_under_emulation_is_started_over(tmp_path: Path, image
     retries: list[dict[str, str]] = []
     boots = t.card(_files(tmp_path), "A", [("A1", None), ("A2", None)], retries)
     assert t.booted == ["A1", "A2", "A1", "A2"]  # the whole card again: A2 needs A1's first boot
-    assert all(not b.crash and b.keys for b in boots.values())
-    assert retries == [{"card": "A", "boot": "A2",
+    assert all(not b.failure and b.keys for b in boots.values())
+    assert retries == [{"card": "A", "boot": "A2", "fault": "sd-host-timeout",
                         "console": "sdhost-bcm2835 3f202000.mmc: timeout waiting for hardware interrupt."}]
     assert (image.parent / "t.boot-A2-failed-1.log").read_text() == "console of A2\n"
     line = summary({"checks": [], "timings": {}, "retries": retries})
-    assert "RETRY card A: boot A2 failed under emulation" in line
+    assert "RETRY card A: boot A2 hit emulator fault sd-host-timeout" in line
 
 
 def test_retries_are_bounded_and_the_failure_is_reported(tmp_path: Path, image: Path) -> None:
@@ -128,8 +149,18 @@ def test_retries_are_bounded_and_the_failure_is_reported(tmp_path: Path, image: 
     retries: list[dict[str, str]] = []
     boots = t.card(_files(tmp_path), "A", [("A1", None), ("A2", None)], retries)
     assert t.booted == ["A1"] * (RETRIES + 1)  # A2 is not booted after A1 failed
-    assert boots["A1"].crash and not boots["A2"].keys and "not booted" in boots["A2"].error
+    assert boots["A1"].failure and not boots["A2"].keys and "not booted" in boots["A2"].error
     assert len(retries) == RETRIES
+
+
+def test_an_unclassified_boot_failure_is_not_retried(tmp_path: Path, image: Path) -> None:
+    t = ScriptedBootTest(image, image.parent, ["!A1"])  # a kernel panic: the image's failure
+    retries: list[dict[str, str]] = []
+    boots = t.card(_files(tmp_path), "A", [("A1", None), ("A2", None)], retries)
+    assert t.booted == ["A1"] and retries == []
+    failure = boots["A1"].failure
+    assert failure is not None and failure.name == "kernel-panic" and not failure.emulator
+    assert "not booted" in boots["A2"].error
 
 
 def test_a_good_card_boots_once(tmp_path: Path, image: Path) -> None:
@@ -146,3 +177,30 @@ def test_the_warning_prints_the_console_line_as_it_is(capsys: pytest.CaptureFixt
     progress.warn("boot A1 (pc : bcm2835_finish_data+0x38/0xa8 [bcm2835])")
     out = capsys.readouterr()
     assert "[bcm2835]" in out.out + out.err
+
+
+def _scripted_boot_once(results: list[Attempt]) -> tuple[list[str], object]:
+    labels: list[str] = []
+
+    def fake(image: Path, arch: str, work: Path, label: str, **kw: object) -> Attempt:
+        labels.append(label)
+        return results.pop(0)
+
+    return labels, fake
+
+
+@pytest.mark.parametrize("first, boots", [
+    (Failure("kernel-panic", "Kernel panic - not syncing", False), 1),
+    (Failure("device-timeout", "Timed out waiting for device /dev/x", False), 1),
+    (Failure("sd-host-timeout", "sdhost-bcm2835 x: timeout waiting for hardware interrupt.", True), 2),
+])
+def test_the_base_boot_retries_only_an_emulator_fault_and_only_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, first: Failure, boots: int) -> None:
+    import stages.baseboot as bb
+
+    again = Attempt(tmp_path / "b", failure=first)
+    labels, fake = _scripted_boot_once([Attempt(tmp_path / "a", failure=first), again])
+    monkeypatch.setattr(bb, "boot_once", fake)
+    result = boot_base(tmp_path / "img", "armhf", tmp_path, expected_types=[])
+    assert len(labels) == boots and not result.ok
+    assert len(result.emulator_faults) == (2 if first.emulator else 0)

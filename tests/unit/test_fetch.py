@@ -310,17 +310,25 @@ def test_bad_inputs_are_one_line_and_exit_2(tmp_path: Path, srv: HTTPTestServer,
 def test_ctrl_c_keeps_the_part_file_and_the_next_run_resumes(tmp_path: Path, srv: HTTPTestServer,
                                                              fx: dict[str, Path]) -> None:
     cache = tmp_path / "cache"
-    # 100 kB/s: the download lasts ~2.6 s, so Ctrl-C lands mid-way even on a loaded machine
-    recipe = _url_recipe(tmp_path, srv, fx, fault=Fault(rate=100_000))
+    # The server sends half the file, then holds the connection until the test releases it:
+    # Ctrl-C lands mid-download on any machine, however fast or loaded.
+    half = fx["xz"].stat().st_size // 2
+    fault = Fault(hold_at=half)
+    recipe = _url_recipe(tmp_path, srv, fx, fault=fault)
     part = cache / "downloads" / sha(fx["xz"]) / "base.img.xz.part"
     env = dict(os.environ, ENTROPI_CACHE=str(cache))
     proc = subprocess.Popen([sys.executable, "-m", "invoke", "-r", str(ROOT), "fetch", "--recipe", str(recipe)],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 30
-    while not (part.exists() and part.stat().st_size > 50_000) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=30)
+    try:
+        assert fault.held.wait(60), "the download never reached the middle of the file"
+        # the client has received the first half; wait until it is in the .part (its write buffer is 8 KiB)
+        deadline = time.monotonic() + 60
+        while not (part.exists() and part.stat().st_size >= half - 8192) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        fault.release.set()
     assert proc.returncode == 130, err
     kept = part.stat().st_size
     assert 0 < kept < fx["xz"].stat().st_size
