@@ -111,6 +111,10 @@ def use_sdhci(dtb: Path) -> bool:
     run(["fdtput", "-t", "s", str(dtb), SDHOST[1], "status", "disabled"])
     run(["fdtput", "-t", "s", str(dtb), SDHCI[1], "status", "okay"])
     run(["fdtput", "-t", "i", str(dtb), SDHCI[1], "bus-width", "4"])
+    # Pi 3 trees have the Wi-Fi chip on SDHCI, powered through the firmware's GPIO expander
+    # (absent under QEMU: the controller would wait for it forever). Either may be missing.
+    run(["fdtput", "-d", str(dtb), SDHCI[1], "mmc-pwrseq"], check=False)
+    run(["fdtput", "-r", str(dtb), f"{SDHCI[1]}/wifi@1"], check=False)
     return True
 
 
