@@ -21,7 +21,6 @@ RETRIES = 1
 @dataclass
 class Attempt:
     console: Path
-    sd_controller: str = ""
     hwrng_seconds: float | None = None
     ssh_seconds: float | None = None
     keys: list[str] = field(default_factory=list)
@@ -52,7 +51,7 @@ class BaseBoot:
 def boot_once(image: Path, arch: str, work: Path, label: str, *, expected_types: list[str],
               timeout: float = 400) -> Attempt:
     files = extract_boot_files(image, arch, work / "boot")
-    attempt = Attempt(work / f"serial-{label}.log", sd_controller=files.sd_controller)
+    attempt = Attempt(work / f"serial-{label}.log")
     with card_dir(work) as cards:
         disk = make_overlay(image, cards / f"card-{label}.qcow2")
         with Machine(files, disk, arch, attempt.console) as vm:

@@ -234,7 +234,6 @@ class BootTest:
         a1 = boots["A1"]
         report = {
             "image": str(self.image), "arch": self.arch, "passed": all(c.ok for c in checks),
-            "sd_controller": files.sd_controller,
             "checks": [c.__dict__ for c in checks], "retries": retries,
             "timings": {b.name: {"milestones": b.milestones, "ssh_seconds": b.ssh_seconds} for b in boots.values()},
             "firstboot": a1.firstboot, "probe": a1.probe,

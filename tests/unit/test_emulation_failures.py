@@ -204,3 +204,14 @@ def test_the_base_boot_retries_only_an_emulator_fault_and_only_once(
     result = boot_base(tmp_path / "img", "armhf", tmp_path, expected_types=[])
     assert len(labels) == boots and not result.ok
     assert len(result.emulator_faults) == (2 if first.emulator else 0)
+
+
+def test_the_qemu_command_line_skips_the_boot_time_fsck_and_keeps_the_root() -> None:
+    from stages.qemu import qemu_cmdline
+
+    line = qemu_cmdline("console=serial0,115200 console=tty1 root=PARTUUID=6f495daa-02 rootfstype=ext4 "
+                        "fsck.repair=yes fsck.mode=force rootwait quiet", "armhf")
+    words = line.split()
+    assert "root=PARTUUID=6f495daa-02" in words and "fsck.repair=yes" in words and "rootwait" in words
+    assert words.count("fsck.mode=skip") == 1 and "fsck.mode=force" not in words
+    assert [w for w in words if w.startswith("console=")] == ["console=ttyAMA0,115200"]
