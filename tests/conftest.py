@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,7 +40,8 @@ def base_arm64() -> Path:
     need_tools("mmdebstrap", "mkfs.vfat", "mcopy", "sfdisk")
     from stages.baseimage import BaseSpec, ensure_base
 
-    return ensure_base(BaseSpec("arm64"))
+    with timed("base image", "arm64 (bookworm)"):
+        return ensure_base(BaseSpec("arm64"))
 
 
 @pytest.fixture(scope="session")
@@ -48,7 +51,8 @@ def base_armhf() -> Path:
     need_tools("mmdebstrap", "mkfs.vfat", "mcopy", "sfdisk")
     from stages.baseimage import BaseSpec, ensure_base
 
-    return ensure_base(BaseSpec("armhf"))
+    with timed("base image", "armhf (bookworm)"):
+        return ensure_base(BaseSpec("armhf"))
 
 
 @pytest.fixture(scope="session")
@@ -86,7 +90,8 @@ def built_arm64(base_arm64: Path, user_key: Path, tmp_path_factory: pytest.TempP
 
     work = tmp_path_factory.mktemp("build-arm64")
     recipe = write_test_recipe(work, "arm64", user_key.with_suffix(".pub"))
-    build(load_recipe(recipe), work / "out")
+    with timed("build", "ci-arm64"):
+        build(load_recipe(recipe), work / "out")
     return work / "out" / "ci-arm64.img"
 
 
@@ -98,7 +103,8 @@ def built_armhf(base_armhf: Path, user_key: Path, tmp_path_factory: pytest.TempP
 
     work = tmp_path_factory.mktemp("build-armhf")
     recipe = write_test_recipe(work, "armhf", user_key.with_suffix(".pub"))
-    build(load_recipe(recipe), work / "out")
+    with timed("build", "ci-armhf"):
+        build(load_recipe(recipe), work / "out")
     return work / "out" / "ci-armhf.img"
 
 
@@ -112,18 +118,18 @@ _counts: dict[str, dict[str, int]] = {}
 _started = time.monotonic()
 
 
+@contextlib.contextmanager
+def timed(kind: str, name: str) -> Iterator[None]:
+    """Add a row to the timing table (session fixtures: base images, builds)."""
+    t0 = time.monotonic()
+    try:
+        yield
+    finally:
+        _timings.append((kind, name, time.monotonic() - t0))
+
+
 def _marker(item: pytest.Item) -> str:
     return next((m for m in SLOW_MARKERS if item.get_closest_marker(m)), "unit")
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_fixture_setup(fixturedef: pytest.FixtureDef[object], request: pytest.FixtureRequest) -> object:
-    t0 = time.monotonic()
-    yield
-    name = fixturedef.argname
-    kind = "base image" if name.startswith("base_") else "build" if name.startswith("built_") else ""
-    if kind:
-        _timings.append((kind, name, time.monotonic() - t0))
 
 
 @pytest.hookimpl(hookwrapper=True)
