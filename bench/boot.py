@@ -44,9 +44,9 @@ def main() -> None:
                 verdict = "ok" if boot.ok else f"FAILED ({last.failure or last.error})"
                 print(f"{arch} boot {i}/{n}: {verdict}; hwrng {last.hwrng_seconds}s, ssh {last.ssh_seconds}s, "
                       f"emulator faults {len(boot.emulator_faults)}, {time.monotonic() - t0:.0f}s in all", flush=True)
-                for n, attempt in enumerate(boot.attempts, 1):  # keep what failed, for a look
+                for k, attempt in enumerate(boot.attempts, 1):  # keep what failed, for a look
                     if attempt.failure or attempt.error:
-                        kept = ROOT / "out" / f"bench-boot-{arch}-{i}-{n}.log"
+                        kept = ROOT / "out" / f"bench-boot-{arch}-{i}-{k}.log"
                         kept.parent.mkdir(exist_ok=True)
                         shutil.copyfile(attempt.console, kept)
                         print(f"  console kept in {kept}")
