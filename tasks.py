@@ -128,7 +128,12 @@ def boot_test(c: Context, image: str = "", recipe: str = "", key: str = "") -> N
         image = str(out / f"{config.name}.img")
     path = Path(image)
     check_image(path)
-    manifest = json.loads(path.with_name(path.name.removesuffix(".img") + ".manifest.json").read_text())
+    manifest_path = path.with_name(path.name.removesuffix(".img") + ".manifest.json")
+    if not manifest_path.is_file():
+        raise UserError(str(path), f"no {manifest_path.name} beside the image",
+                        hint="boot-test reads what the build recorded; boot an image made by invoke build "
+                             "(or boot-test --recipe R)")
+    manifest = json.loads(manifest_path.read_text())
     settings = manifest["settings"]
     keys = bool(manifest.get("accounts", {}).get("user", {}).get("authorized_keys"))
     password = settings["ssh"]["password_authentication"] == "yes" or (

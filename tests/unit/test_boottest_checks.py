@@ -115,3 +115,16 @@ def test_the_growth_check_fails_when_the_root_did_not_grow(change: dict[str, obj
     assert growth_check(GROWN).ok and growth_check(GROWN).number == 9
     bad = growth_check({**GROWN, **change})
     assert not bad.ok and re.search(why, bad.detail), bad.detail
+
+
+def test_boot_test_of_an_image_without_its_manifest_is_one_line_and_exit_2(tmp_path: Path, root_dir: Path) -> None:
+    import sys
+
+    image = tmp_path / "someone-elses.img"
+    image.write_bytes(bytes(4096))
+    res = subprocess.run([sys.executable, "-m", "invoke", "boot-test", "--image", str(image)], cwd=root_dir,
+                         capture_output=True, text=True)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip().splitlines() == [
+        f"error: {image}: no someone-elses.manifest.json beside the image (hint: boot-test reads what the build "
+        "recorded; boot an image made by invoke build (or boot-test --recipe R))"]
