@@ -118,8 +118,8 @@ def qemu_cmdline(original: str, arch: str) -> str:
     device while the rest of the boot loads modules from it. Measured on raspi2b here: the
     interrupt was lost ("timeout waiting for hardware interrupt", the boot then dead) in 4 of
     11 boots, each of the 3 with a kept console during the fsck of the root file system,
-    which itself took 25-35 s of a good boot. The image's own
-    command line keeps its fsck; the file systems are checked by e2fsck when the image is built.
+    which itself took 25-35 s of a good boot. The image's own command line keeps its fsck;
+    the file systems are checked by e2fsck when the image is built.
     """
     keep = [w for w in original.split() if not w.startswith(("console=", "net.ifnames=", "quiet", "splash",
                                                               "plymouth.", "fsck.mode="))]
