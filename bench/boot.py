@@ -9,7 +9,6 @@ two guests at once. Usage: bench/boot.py [N] (default 5; ENTROPI_BENCH_BOOTS too
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import statistics
@@ -21,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from stages.baseboot import boot_base  # noqa: E402
+from stages.baseboot import baked_keys, boot_base, key_types  # noqa: E402
 from stages.baseimage import BaseSpec, ensure_base  # noqa: E402
 from stages.qemu import QEMU  # noqa: E402
 
@@ -32,8 +31,7 @@ def main() -> None:
     rows = []
     for arch in boards:
         base = ensure_base(BaseSpec(arch))
-        info = json.loads(Path(f"{base}.json").read_text())
-        expected = sorted({k.split()[0] for k in info["host_keys"]})
+        expected = key_types(baked_keys(base))
         ssh, hwrng, faults, passed = [], [], 0, 0
         for i in range(1, n + 1):
             with tempfile.TemporaryDirectory(prefix="entropi-bench-boot-") as tmp:
