@@ -118,7 +118,7 @@ def qemu_cmdline(original: str, arch: str) -> str:
     several places at once. Measured on raspi2b here: lost ("timeout waiting for hardware
     interrupt", the boot then dead) in 4 of 11 boots with the boot-time fsck, each of the 3
     with a kept console during the fsck of the root file system (25-35 s of a good boot);
-    without it, in 3 of 13 boots (one during the journal flush). Fewer, not none: the named fault
+    without it, in 3 of 13 boots (one during the journal flush): too few to tell. The named fault
     is still retried once (EMULATOR_FAULTS). The image's own command line keeps its fsck;
     the file systems are checked by e2fsck when the image is built.
     """
