@@ -206,12 +206,15 @@ def test_the_base_boot_retries_only_an_emulator_fault_and_only_once(
     assert len(result.emulator_faults) == (2 if first.emulator else 0)
 
 
-def test_the_qemu_command_line_skips_the_boot_time_fsck_and_keeps_the_root() -> None:
+def test_the_qemu_command_line_keeps_the_images_options_and_adds_rodata_off_only_on_armhf() -> None:
     from stages.qemu import qemu_cmdline
 
-    line = qemu_cmdline("console=serial0,115200 console=tty1 root=PARTUUID=6f495daa-02 rootfstype=ext4 "
-                        "fsck.repair=yes fsck.mode=force rootwait quiet", "armhf")
-    words = line.split()
-    assert "root=PARTUUID=6f495daa-02" in words and "fsck.repair=yes" in words and "rootwait" in words
-    assert words.count("fsck.mode=skip") == 1 and "fsck.mode=force" not in words
-    assert [w for w in words if w.startswith("console=")] == ["console=ttyAMA0,115200"]
+    original = ("console=serial0,115200 console=tty1 root=PARTUUID=6f495daa-02 rootfstype=ext4 "
+                "fsck.repair=yes fsck.mode=force rodata=full rootwait quiet")
+    armhf, arm64 = qemu_cmdline(original, "armhf").split(), qemu_cmdline(original, "arm64").split()
+    for words in (armhf, arm64):
+        assert "root=PARTUUID=6f495daa-02" in words and "fsck.repair=yes" in words and "rootwait" in words
+        assert "fsck.mode=force" in words and "quiet" not in words
+        assert words.count("console=ttyAMA0,115200") == 1 and "console=tty1" not in words
+    assert armhf.count("rodata=off") == 1 and "rodata=full" not in armhf
+    assert "rodata=full" in arm64 and "rodata=off" not in arm64
