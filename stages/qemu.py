@@ -41,8 +41,10 @@ MILESTONES = [
 ]
 # A boot that cannot go on. Two kinds, told apart by name:
 # - emulator faults, each a named pattern with real console lines in the tests: the guest's SD
-#   host driver (module "bcm2835", or sdhci) missing an interrupt, then oopsing in its DMA
-#   completion. No real board does this; such a card may be started over, once, on record.
+#   host driver (module "bcm2835", or sdhci) timing out mid-transfer because the emulated board
+#   froze for longer than its 10 s timeout (the cause and its fix: BOARD_KERNEL_ARGS), then
+#   oopsing in its DMA completion. No real board does this; such a card may be started over,
+#   once, on record.
 # - everything else that stops a boot is the image's fault until shown otherwise (a wrong
 #   PARTUUID, a missing initramfs module): a panic, a device that never appears. Never retried.
 # Oopses elsewhere (vchiq finds no VideoCore under QEMU) are routine: the boot goes on.
