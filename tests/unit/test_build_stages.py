@@ -1,6 +1,7 @@
 """Every build stage in milliseconds: the file edits through a directory-backed fake of the
 libguestfs handle (tests/support/fakeguest.py); for the stages that need root, loop
-devices or a chroot (open, packages, shrink), their decisions without running them.
+devices, pyparted or a chroot (base image, open, packages, shrink, a grown work copy),
+their decisions and the refusals that come before any of that.
 The same stages against real images: tests/integration/test_build.py."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ import pytest
 
 from stages import accounts, edit, units
 from stages.accounts import Accounts
+from stages.baseimage import BUILD_TOOLS, BaseImage, BaseSpec
 from stages.edit import EditClose, EditOpen
 from stages.edits import RPI_REGENERATOR
 from stages.errors import UserError
@@ -24,7 +27,7 @@ from stages.hwrng import Hwrng
 from stages.localbase import LocalBase
 from stages.overlays import Overlays
 from stages.packages import Packages, wanted_packages
-from stages.rootfs import detect_arch, detect_boot_mount, os_release
+from stages.rootfs import OpenImage, detect_arch, detect_boot_mount, os_release
 from stages.runner import Context
 from stages.secrets import Secrets
 from stages.shrink import GROWROOT, GROWROOT_UNIT, Expansion, Shrink
@@ -295,3 +298,40 @@ def test_packages_skips_only_when_there_is_nothing_to_install() -> None:
 def test_shrink_skips_unless_asked() -> None:
     assert Shrink().skip(config(image__shrink=False)) == "image.shrink is false"
     assert Shrink().skip(config(image__shrink=True)) is None
+
+
+def mbr_image(path: Path, *parts: tuple[int, int, int]) -> Path:
+    """A file holding only an MBR with ``parts`` (type, start sector, sectors)."""
+    head = bytearray(512)
+    for i, (ptype, start, count) in enumerate(parts):
+        struct.pack_into("<B3xB3xII", head, 446 + 16 * i, 0, ptype, start, count)
+    head[510:512] = b"\x55\xaa"
+    path.write_bytes(bytes(head))
+    return path
+
+
+def test_shrink_refuses_a_root_that_is_not_the_last_partition(tmp_path: Path) -> None:
+    ctx = Context(config(image__shrink=True), tmp_path, tmp_path)
+    ctx.state.image = mbr_image(tmp_path / "three.img", (0x0C, 8192, 1024), (0x83, 9216, 4096), (0x83, 20480, 64))
+    with pytest.raises(UserError, match="partition 2 is not the last partition"):
+        Shrink().run(ctx)  # refused before any loop device is set up
+    assert ctx.state.shrink_loop is None
+
+
+def test_open_refuses_a_boot_partition_that_is_not_fat(tmp_path: Path) -> None:
+    ctx = Context(config(), tmp_path, tmp_path)
+    ctx.state.image = mbr_image(tmp_path / "linux.img", (0x83, 8192, 1024), (0x83, 9216, 4096))
+    with pytest.raises(UserError, match="partition 1 is not FAT"):
+        OpenImage().run(ctx)  # refused before any loop device is set up
+    assert ctx.state.loop is None
+
+
+def test_base_image_needs_mmdebstrap_only_when_the_base_is_not_cached(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENTROPI_CACHE", str(tmp_path))
+    cfg = config()
+    assert BaseImage().tools(cfg) == list(BUILD_TOOLS)
+    cached = BaseSpec(cfg.base.arch, cfg.base.suite, cfg.base.mirror).path()
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"")
+    assert BaseImage().tools(cfg) == []  # building it needs root and qemu-user: tests/integration
