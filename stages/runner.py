@@ -134,10 +134,10 @@ def run_stages(stages: Sequence[Stage], ctx: Context, *, manifest_path: Path | N
     with signals_raise():
         try:
             with progress.step("preflight"):
-                skipped = preflight(stages, ctx)
-            for stage in stages:
-                if stage in skipped:
-                    ctx.manifest["stages"].append({"name": stage.name, "skipped": skipped[stage]})
+                skips = preflight(stages, ctx)
+            for stage, skipped in zip(stages, skips, strict=True):
+                if skipped is not None:
+                    ctx.manifest["stages"].append({"name": stage.name, "skipped": skipped})
                     continue
                 started.append(stage)
                 s0 = time.monotonic()
@@ -159,18 +159,15 @@ def run_stages(stages: Sequence[Stage], ctx: Context, *, manifest_path: Path | N
     return ctx.manifest
 
 
-def preflight(stages: Sequence[Stage], ctx: Context) -> dict[Stage, str]:
+def preflight(stages: Sequence[Stage], ctx: Context) -> list[str | None]:
     """Ask each stage whether it skips; require the tools of, and check, the others.
-    Returns the skipped stages with their reasons."""
-    skipped: dict[Stage, str] = {}
-    for stage in stages:
-        reason = stage.skip(ctx.config)
-        if reason is not None:
-            skipped[stage] = reason
-            continue
-        require_tools(stage.name, *stage.tools(ctx.config))
-        stage.check(ctx)
-    return skipped
+    Returns each stage's reason to skip (None: it runs), in order."""
+    skips = [stage.skip(ctx.config) for stage in stages]
+    for stage, skipped in zip(stages, skips, strict=True):
+        if skipped is None:
+            require_tools(stage.name, *stage.tools(ctx.config))
+            stage.check(ctx)
+    return skips
 
 
 def unprovided_reads(stages: Sequence[Stage], config: Config, initial: BuildState | None = None) -> list[str]:
