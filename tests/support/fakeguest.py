@@ -198,3 +198,16 @@ class FakeGuest:
 
     def mode(self, path: str) -> int:
         return stat.S_IMODE(self._at(path).stat().st_mode)
+
+
+class FakeLaunch:
+    """Stands for stages.guest.Launch: an appliance already booted, handed over by ``handle``."""
+
+    def __init__(self, g: FakeGuest) -> None:
+        self.g = g
+
+    def handle(self) -> FakeGuest:
+        return self.g
+
+    def close(self) -> None:
+        self.g.close()

@@ -32,7 +32,7 @@ from stages.runner import Context
 from stages.secrets import Secrets
 from stages.shrink import GROWROOT, GROWROOT_UNIT, Expansion, Shrink
 from stages.workcopy import WorkCopy
-from tests.support.fakeguest import FakeGuest
+from tests.support.fakeguest import FakeGuest, FakeLaunch
 from tests.support.images import BOOT, HASH, KEY, config, context, make_image
 
 
@@ -52,14 +52,6 @@ def wants(g: FakeGuest, unit: str, target: str = "multi-user.target") -> str:
 
 
 # -- open / close libguestfs -------------------------------------------------------------
-
-class FakeLaunch:
-    def __init__(self, g: FakeGuest) -> None:
-        self.g = g
-
-    def handle(self) -> FakeGuest:
-        return self.g
-
 
 def test_edit_open_mounts_root_and_boot_of_the_launched_handle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(edit, "accel", lambda: "tcg")

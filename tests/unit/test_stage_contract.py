@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 
+from stages import edit
 from stages.accounts import Accounts
 from stages.build import build_stages
 from stages.config import load_recipe
-from stages.edit import EditClose
+from stages.edit import EditClose, EditOpen
 from stages.firstboot_unit import FirstbootUnit
 from stages.handle import GuestHandle
 from stages.hwrng import Hwrng
@@ -24,7 +25,7 @@ from stages.secrets import Secrets
 from stages.shrink import Expansion
 from stages.state import FIELDS, BuildState
 from tests.conftest import ROOT
-from tests.support.fakeguest import FakeGuest
+from tests.support.fakeguest import FakeGuest, FakeLaunch
 from tests.support.images import HASH, KEY, config, context, make_image
 
 RECIPES = sorted((ROOT / "recipes").glob("*.toml"))
@@ -89,6 +90,18 @@ def test_a_stage_touches_only_the_fields_it_declares(tmp_path: Path, make: Calla
     assert {n for kind, n in log if kind == "read"} <= stage.reads | stage.provides
     assert {n for kind, n in log if kind == "set"} <= stage.provides
     assert {n for kind, n in log if kind == "release"} <= stage.reads | stage.provides
+
+
+def test_edit_open_touches_only_the_fields_it_declares(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(edit, "accel", lambda: "tcg")
+    monkeypatch.setattr(edit, "appliance_setup", lambda: "packaged")
+    ctx = context(tmp_path, None)
+    ctx.state.guest_launch = FakeLaunch(make_image(tmp_path / "image"))  # type: ignore[assignment]
+    ctx.state = state = traced(ctx.state)
+    stage = EditOpen()
+    stage.run(ctx)
+    assert {n for kind, n in state.__dict__["log"] if kind == "read"} <= stage.reads | stage.provides
+    assert {n for kind, n in state.__dict__["log"] if kind == "set"} <= stage.provides
 
 
 def _protocol_calls() -> dict[str, inspect.Signature]:
