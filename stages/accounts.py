@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from stages import units
 from stages.edit import read_text, write_text
 from stages.edits import add_user, lock_root, rename_user, set_password_hash, sshd_dropin, user_entry
 from stages.errors import UserError
+from stages.handle import GuestHandle
 from stages.runner import Context, Stage
+from stages.state import need
 
 ACCOUNT_FILES = ("/etc/passwd", "/etc/shadow", "/etc/group", "/etc/gshadow")
 GROUPS = ["adm", "dialout", "sudo", "audio", "video", "plugdev", "users", "input", "netdev", "gpio", "i2c", "spi"]
@@ -40,12 +41,13 @@ def authorized_keys(ctx: Context) -> list[str]:
 
 class Accounts(Stage):
     name = "accounts and ssh"
+    reads = frozenset({"g", "boot_mount", "image"})
 
     def check(self, ctx: Context) -> None:
         authorized_keys(ctx)
 
     def run(self, ctx: Context) -> None:
-        g = ctx.state["g"]
+        g = need(ctx.state.g, "g")
         u = ctx.config.users
         files = [read_text(g, f) if g.exists(f) else "" for f in ACCOUNT_FILES]
         passwd, shadow, group, gshadow = files
@@ -82,26 +84,26 @@ class Accounts(Stage):
             _chown_tree(g, f"{home}/.ssh", uid, gid)
         # Raspberry Pi OS (bookworm) sets the first user from userconf.txt at first boot.
         if g.exists("/usr/lib/userconf-pi/userconf") and u.password_hash:
-            write_text(g, f"{ctx.state['boot_mount']}/userconf.txt", f"{u.name}:{u.password_hash}\n")
+            write_text(g, f"{need(ctx.state.boot_mount, 'boot_mount')}/userconf.txt", f"{u.name}:{u.password_hash}\n")
         self._hostname(g, u.hostname)
         self._ssh(ctx, g, bool(keys))
         ctx.record("accounts", "user", {"name": u.name, "action": action, "authorized_keys": len(keys),
                                         "root_locked": u.lock_root})
 
-    def _hostname(self, g: Any, name: str) -> None:
+    def _hostname(self, g: GuestHandle, name: str) -> None:
         write_text(g, "/etc/hostname", name + "\n")
         hosts = read_text(g, "/etc/hosts") if g.exists("/etc/hosts") else "127.0.0.1\tlocalhost\n"
         lines = [x for x in hosts.splitlines() if not x.startswith("127.0.1.1")]
         write_text(g, "/etc/hosts", "\n".join([*lines, f"127.0.1.1\t{name}"]) + "\n")
 
-    def _ssh(self, ctx: Context, g: Any, have_keys: bool) -> None:
+    def _ssh(self, ctx: Context, g: GuestHandle, have_keys: bool) -> None:
         setting = ctx.config.ssh.password_authentication
         allow = setting == "yes" or (setting == "auto" and not have_keys)
         g.mkdir_p("/etc/ssh/sshd_config.d")
         write_text(g, "/etc/ssh/sshd_config.d/50-entropi.conf", sshd_dropin(allow), 0o644)
         enabled = ctx.config.ssh.enable and units.enable(g, "ssh.service")
         if ctx.config.ssh.enable and not enabled:
-            raise UserError(str(ctx.state["image"]), "the image has no ssh.service", key="ssh.enable",
+            raise UserError(str(ctx.state.image), "the image has no ssh.service", key="ssh.enable",
                             hint="add openssh-server to packages.install")
         if not ctx.config.ssh.enable:
             units.disable(g, "ssh.service")
@@ -109,7 +111,7 @@ class Accounts(Stage):
         ctx.record("ssh", "enabled", bool(enabled))
 
 
-def _chown_tree(g: Any, top: str, uid: int, gid: int) -> None:
+def _chown_tree(g: GuestHandle, top: str, uid: int, gid: int) -> None:
     g.chown(uid, gid, top)
     for rel in g.find(top):
         if rel:

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from stages import progress
+from stages.config import Config
 from stages.errors import UserError
 from stages.runner import Context, Stage, require_tools
 from stages.util import atomic_output, cache_dir, remove_tree, run, sha256_file, text
@@ -36,6 +37,7 @@ KERNEL = {"arm64": "linux-image-arm64", "armhf": "linux-image-armmp"}
 # Only what the initramfs needs to find an SD card root: one mkinitramfs run, MODULES=list.
 INITRD_MODULES = ["sdhci-iproc", "bcm2835", "mmc_block", "ext4"]
 DTB = {"arm64": "bcm2837-rpi-3-b.dtb", "armhf": "bcm2836-rpi-2-b.dtb"}
+BUILD_TOOLS = ("mmdebstrap", "mkfs.ext4", "mkfs.vfat", "mcopy", "sfdisk", "openssl")
 PI_PASSWORD = "raspberry"  # the known password of old Raspbian images
 
 REGENERATOR_UNIT = """\
@@ -105,7 +107,7 @@ def ensure_base(spec: BaseSpec) -> Path:
     if final.exists():
         progress.info(f"base image (cached): {final}")
         return final
-    require_tools("base-image", "mmdebstrap", "mkfs.ext4", "mkfs.vfat", "mcopy", "sfdisk", "openssl")
+    require_tools("base-image", *BUILD_TOOLS)
     handler = {"arm64": "qemu-aarch64", "armhf": "qemu-arm"}[spec.arch]
     if not Path("/proc/sys/fs/binfmt_misc", handler).exists():
         raise UserError("base-image", f"no binfmt handler for {spec.arch}",
@@ -268,16 +270,17 @@ class BaseImage(Stage):
     """Build stage for ``base.source = "debian"``: make or reuse the cached base image."""
 
     name = "base image"
+    provides = frozenset({"base_image"})
 
-    def check(self, ctx: Context) -> None:
-        if not BaseSpec(ctx.config.base.arch, ctx.config.base.suite, ctx.config.base.mirror).path().exists():
-            require_tools("base-image", "mmdebstrap", "mkfs.ext4", "mkfs.vfat", "mcopy", "sfdisk")
+    def tools(self, config: Config) -> list[str]:
+        b = config.base
+        return [] if BaseSpec(b.arch, b.suite, b.mirror).path().exists() else list(BUILD_TOOLS)
 
     def run(self, ctx: Context) -> None:
         b = ctx.config.base
         spec = BaseSpec(b.arch, b.suite, b.mirror)
         path = ensure_base(spec)
-        ctx.state["base_image"] = path
+        ctx.state.base_image = path
         ctx.record("base", "source", "debian")
         ctx.record("base", "spec", asdict(spec))
         info = json.loads(sidecar(path).read_text())

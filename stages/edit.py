@@ -8,29 +8,30 @@ host-side root mount is released and the appliance's block-device caches are dro
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from stages.guest import Launch, accel, appliance_setup, open_guest
+from stages.guest import accel, appliance_setup, open_guest
+from stages.handle import GuestHandle
 from stages.rootfs import unmount_root
 from stages.runner import Context, Stage
+from stages.state import need
 
 # libguestfs's file-transfer calls (read_file, cat, upload, download) cost ~0.2 s each under
 # TCG; pread and write are plain daemon calls (~2 ms) but carry at most a few MiB each.
 CHUNK = 1 << 20
 
 
-def read_bytes(g: Any, path: str) -> bytes:
+def read_bytes(g: GuestHandle, path: str) -> bytes:
     """A file's bytes, in CHUNK-sized preads."""
     size = g.filesize(path)
     parts = [bytes(g.pread(path, CHUNK, offset)) for offset in range(0, size, CHUNK)]
     return b"".join(parts)
 
 
-def read_text(g: Any, path: str) -> str:
+def read_text(g: GuestHandle, path: str) -> str:
     return read_bytes(g, path).decode("utf-8", errors="surrogateescape")
 
 
-def put_file(g: Any, src: Path, dest: str, mode: int | None = None) -> None:
+def put_file(g: GuestHandle, src: Path, dest: str, mode: int | None = None) -> None:
     """Copy a host file into the image (write for small files, upload for big ones)."""
     if src.stat().st_size <= CHUNK:
         g.write(dest, src.read_bytes())
@@ -40,7 +41,7 @@ def put_file(g: Any, src: Path, dest: str, mode: int | None = None) -> None:
         g.chmod(mode, dest)
 
 
-def write_text(g: Any, path: str, content: str, mode: int | None = None) -> None:
+def write_text(g: GuestHandle, path: str, content: str, mode: int | None = None) -> None:
     g.write(path, content.encode("utf-8", errors="surrogateescape"))
     if mode is not None:
         g.chmod(mode, path)
@@ -48,24 +49,26 @@ def write_text(g: Any, path: str, content: str, mode: int | None = None) -> None
 
 class EditOpen(Stage):
     name = "open libguestfs"
+    reads = frozenset({"image", "boot_mount", "guest_launch", "root", "loop"})
+    provides = frozenset({"g"})
 
     def run(self, ctx: Context) -> None:
         unmount_root(ctx)
-        image: Path = ctx.state["image"]
-        launch: Launch | None = ctx.state.pop("guest_launch", None)
+        image = need(ctx.state.image, "image")
+        launch, ctx.state.guest_launch = ctx.state.guest_launch, None
         g = launch.handle() if launch else open_guest([(image, "raw", False)], where=str(image))
-        ctx.state["g"] = g
+        ctx.state.g = g
         ctx.record("image", "guestfs_accel", accel())
         ctx.record("image", "guestfs_kernel", appliance_setup())
         g.mount("/dev/sda2", "/")
-        g.mount("/dev/sda1", ctx.state["boot_mount"])
+        g.mount("/dev/sda1", need(ctx.state.boot_mount, "boot_mount"))
 
     def teardown(self, ctx: Context) -> None:
         close_guest(ctx)
 
 
 def close_guest(ctx: Context) -> None:
-    g = ctx.state.pop("g", None)
+    g, ctx.state.g = ctx.state.g, None
     if g is None:
         return
     try:
@@ -79,6 +82,7 @@ class EditClose(Stage):
     """Flush and close the handle: everything after works on a finished file."""
 
     name = "close libguestfs"
+    reads = frozenset({"g"})
 
     def run(self, ctx: Context) -> None:
         close_guest(ctx)

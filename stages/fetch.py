@@ -336,6 +336,7 @@ class Fetch(Stage):
     """The verified base image from base.release, base.url or base.path (not base.source = "debian")."""
 
     name = "fetch"
+    provides = frozenset({"base_image"})
 
     def __init__(self, full_verify: bool = False) -> None:
         self.full_verify = full_verify
@@ -345,7 +346,7 @@ class Fetch(Stage):
 
     def run(self, ctx: Context) -> None:
         got = fetch(ctx.config, full_verify=self.full_verify)
-        ctx.state["base_image"] = got.path
+        ctx.state.base_image = got.path
         ctx.add_input("base image", got.path, got.sha256)
         p = got.plan
         info: dict[str, Any] = {"source": p.source, "image": str(got.path), "image_sha256": got.sha256,

@@ -6,7 +6,9 @@ import os
 from pathlib import Path
 
 from stages import progress
-from stages.runner import Context, Stage, require_tools
+from stages.config import Config
+from stages.runner import Context, Stage
+from stages.state import need
 from stages.util import run, sha256_file, tmp_name
 
 COMPRESSORS = {"xz": (".xz", ["xz", "-T0", "-6", "-c"]), "zst": (".zst", ["zstd", "-T0", "-q", "-c", "-10"])}
@@ -14,15 +16,17 @@ COMPRESSORS = {"xz": (".xz", ["xz", "-T0", "-6", "-c"]), "zst": (".zst", ["zstd"
 
 class Finalize(Stage):
     name = "finalise outputs"
+    reads = frozenset({"image"})
+    provides = frozenset({"final_image"})
 
-    def check(self, ctx: Context) -> None:
-        tools = ["bmaptool"] if ctx.config.output.bmap else []
-        if ctx.config.output.compress != "none":
-            tools.append(COMPRESSORS[ctx.config.output.compress][1][0])
-        require_tools("finalise", *tools)
+    def tools(self, config: Config) -> list[str]:
+        tools = ["bmaptool"] if config.output.bmap else []
+        if config.output.compress != "none":
+            tools.append(COMPRESSORS[config.output.compress][1][0])
+        return tools
 
     def run(self, ctx: Context) -> None:
-        work: Path = ctx.state["image"]
+        work = need(ctx.state.image, "image")
         name = ctx.config.name
         final = ctx.out_dir / f"{name}.img"
         outputs: dict[str, Path] = {}  # final path -> temporary path
@@ -48,4 +52,4 @@ class Finalize(Stage):
             d = digest if dest == str(final) else sha256_file(dest)
             recorded[Path(dest).name] = {"path": dest, "sha256": d, "bytes": os.path.getsize(dest)}
         ctx.manifest["outputs"] = recorded
-        ctx.state["final_image"] = final
+        ctx.state.final_image = final

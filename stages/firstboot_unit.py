@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 from stages import units
 from stages.edit import put_file, write_text
 from stages.errors import UserError
+from stages.handle import GuestHandle
 from stages.runner import Context, Stage
+from stages.state import need
 
 FIRSTBOOT = Path(__file__).resolve().parent.parent / "firstboot"
 PROGRAM = "/usr/lib/entropi/entropi-firstboot"
@@ -17,7 +18,7 @@ PROBE = "/usr/lib/entropi/entropi-probe"  # runs only when the boot test asks (s
 UNIT = "entropi-firstboot.service"
 
 
-def install(g: Any, name: str, dest: str, mode: int) -> None:
+def install(g: GuestHandle, name: str, dest: str, mode: int) -> None:
     """Copy firstboot/NAME into the image at ``dest`` with ``mode``."""
     put_file(g, FIRSTBOOT / name, dest, mode)
 
@@ -28,12 +29,13 @@ def firstboot_settings(ctx: Context) -> dict[str, object]:
     return {
         "key_types": [{"type": t, **({"bits": bits[t]} if t in bits else {})} for t in ssh.key_types],
         "wait_timeout": fb.wait_timeout, "on_timeout": fb.on_timeout, "min_entropy": fb.min_entropy,
-        "boot_dir": ctx.state["boot_mount"],
+        "boot_dir": need(ctx.state.boot_mount, "boot_mount"),
     }
 
 
 class FirstbootUnit(Stage):
     name = "first-boot unit"
+    reads = frozenset({"g", "boot_mount", "image"})
 
     def check(self, ctx: Context) -> None:
         for name in ("entropi-firstboot", "entropi-probe", "entropi-probe.service", UNIT):
@@ -41,9 +43,9 @@ class FirstbootUnit(Stage):
                 raise UserError(str(FIRSTBOOT), f"{name} is missing", hint="restore firstboot/ from git")
 
     def run(self, ctx: Context) -> None:
-        g = ctx.state["g"]
+        g = need(ctx.state.g, "g")
         if not g.exists("/usr/bin/python3") and not g.exists("/bin/python3"):
-            raise UserError(str(ctx.state["image"]), "the image has no python3 for the first-boot unit",
+            raise UserError(str(ctx.state.image), "the image has no python3 for the first-boot unit",
                             key="packages.install", hint="add python3-minimal to packages.install")
         g.mkdir_p("/usr/lib/entropi")
         install(g, "entropi-firstboot", PROGRAM, 0o755)

@@ -24,9 +24,9 @@ import shutil
 import struct
 import subprocess
 from pathlib import Path
-from typing import Any
 
 from stages.errors import UserError
+from stages.handle import GuestHandle
 from stages.util import cache_dir
 
 PROBE_SECONDS = 10
@@ -159,7 +159,7 @@ def appliance_setup() -> str:
     return "unpacked (PVH)"
 
 
-def open_guest(drives: list[tuple[Path, str, bool]], where: str = "image") -> Any:
+def open_guest(drives: list[tuple[Path, str, bool]], where: str = "image") -> GuestHandle:
     """Launch one libguestfs appliance over ``drives`` (path, format, readonly)."""
     try:
         import guestfs  # Debian's python3-guestfs (see ci/setup)
@@ -182,7 +182,8 @@ def open_guest(drives: list[tuple[Path, str, bool]], where: str = "image") -> An
         g.close()
         raise UserError(where, f"libguestfs could not start: {e}",
                         hint="run `libguestfs-test-tool` to see why; ./ci/setup installs what it needs") from None
-    return g
+    handle: GuestHandle = g  # the bindings' own methods satisfy the Protocol (tests/unit/test_stage_contract.py)
+    return handle
 
 
 class Launch:
@@ -192,7 +193,7 @@ class Launch:
     def __init__(self, drives: list[tuple[Path, str, bool]], where: str) -> None:
         import threading
 
-        self._g: Any = None
+        self._g: GuestHandle | None = None
         self._error: BaseException | None = None
         appliance_setup()
         self._thread = threading.Thread(target=self._launch, args=(drives, where), daemon=True)
@@ -204,7 +205,7 @@ class Launch:
         except BaseException as e:  # handed to the caller of handle()
             self._error = e
 
-    def handle(self) -> Any:
+    def handle(self) -> GuestHandle:
         """The launched handle, its caches dropped (the disk may have changed under it since it
         booted), or the launch's error. The guest has only read the disk so far, so its cached
         blocks are clean and drop_caches(3) discards them all, those of the block devices too
@@ -214,6 +215,7 @@ class Launch:
             raise self._error
         g = self._g
         self._g = None
+        assert g is not None  # launched without an error
         g.drop_caches(3)
         return g
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from stages import units
 from stages.edit import read_text, write_text
 from stages.edits import enable_hwrng_config, modules_load_conf, pick_rng_module, pick_tpm_rng_module, rngd_defaults
 from stages.errors import UserError
+from stages.handle import GuestHandle
 from stages.runner import Context, Stage
+from stages.state import need
 
 TPM_LINES = {"slb9670": ["dtparam=spi=on", "dtoverlay=tpm-slb9670"]}
 RNGD_FILES = {"rng-tools-debian": "/etc/default/rng-tools-debian", "rng-tools5": "/etc/default/rng-tools"}
@@ -24,7 +25,7 @@ def kernel_poolsize(version: str) -> int:
     return 256 if (int(m.group(1)), int(m.group(2))) >= (5, 18) else 4096
 
 
-def module_listing(g: Any, version: str) -> tuple[list[str], str]:
+def module_listing(g: GuestHandle, version: str) -> tuple[list[str], str]:
     base = f"/lib/modules/{version}"
     # Every RNG driver we load (bcm2708_rng, bcm2835_rng, tpm_rng) lives in hw_random; one
     # glob instead of listing the whole tree keeps this fast through the appliance.
@@ -36,11 +37,12 @@ def module_listing(g: Any, version: str) -> tuple[list[str], str]:
 
 class Hwrng(Stage):
     name = "hardware RNG"
+    reads = frozenset({"g", "boot_mount", "kernels", "image"})
 
     def run(self, ctx: Context) -> None:
-        g = ctx.state["g"]
+        g = need(ctx.state.g, "g")
         cfg = ctx.config
-        boot = ctx.state["boot_mount"]
+        boot = need(ctx.state.boot_mount, "boot_mount")
         if cfg.hwrng.enable or cfg.hwrng.tpm:
             path = f"{boot}/config.txt"
             before = read_text(g, path)
@@ -50,7 +52,7 @@ class Hwrng(Stage):
             ctx.record("hwrng", "config_txt_changed", after != before)
         modules: list[str] = []
         per_kernel: dict[str, str | None] = {}
-        for version in ctx.state["kernels"]:
+        for version in need(ctx.state.kernels, "kernels"):
             paths, builtin = module_listing(g, version)
             chosen = pick_rng_module(paths, builtin) if cfg.hwrng.module == "auto" else cfg.hwrng.module
             per_kernel[version] = chosen or "built in"
@@ -74,11 +76,11 @@ class Hwrng(Stage):
                     ctx.record("hwrng", "disabled", [*ctx.manifest.get("hwrng", {}).get("disabled", []), unit])
         self._rngd(ctx, g)
 
-    def _rngd(self, ctx: Context, g: Any) -> None:
+    def _rngd(self, ctx: Context, g: GuestHandle) -> None:
         pkg = ctx.config.rngd.package
         if pkg == "none":
             return
-        kernels = ctx.state["kernels"]
+        kernels = need(ctx.state.kernels, "kernels")
         pool = kernel_poolsize(kernels[-1]) if kernels else 256
         fill = pool * ctx.config.rngd.fill_percent // 100
         write_text(g, RNGD_FILES[pkg], rngd_defaults(pkg, ctx.config.rngd.device, fill), 0o644)
@@ -88,7 +90,7 @@ class Hwrng(Stage):
         else:  # rng-tools-debian ships a SysV script: enabled by its rc?.d links
             script = next((s for s in ("rng-tools-debian", "rng-tools") if g.exists(f"/etc/init.d/{s}")), None)
             if script and not g.glob_expand(f"/etc/rc2.d/S*{script}"):
-                raise UserError(str(ctx.state["image"]), f"{script} is installed but not enabled",
+                raise UserError(str(ctx.state.image), f"{script} is installed but not enabled",
                                 key="rngd.package", hint="reinstall it, or choose rngd.package = \"rng-tools5\"")
             unit = f"{script}.service (SysV)" if script else None
         ctx.record("rngd", "config", {"file": RNGD_FILES[pkg], "device": ctx.config.rngd.device, "fill_bits": fill,

@@ -11,6 +11,7 @@ from stages.util import sha256_file
 
 class LocalBase(Stage):
     name = "local base image"
+    provides = frozenset({"base_image"})
 
     def check(self, ctx: Context) -> None:
         path = Path(ctx.config.base.path)
@@ -28,6 +29,6 @@ class LocalBase(Stage):
         if want and digest != want:
             raise UserError(str(ctx.config.recipe), f"SHA-256 mismatch for {path.name}: expected {want}, got {digest}",
                             key="base.sha256", hint="the file is not the image the recipe pins")
-        ctx.state["base_image"] = path
+        ctx.state.base_image = path
         ctx.record("base", "source", "path")
         ctx.add_input("base image", path, digest)

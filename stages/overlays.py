@@ -8,6 +8,7 @@ from pathlib import Path
 from stages.edit import put_file
 from stages.errors import UserError
 from stages.runner import Context, Stage
+from stages.state import need
 
 BUILTIN = Path(__file__).resolve().parent.parent / "overlays"
 SKIP = {".gitkeep", "README.md"}
@@ -20,6 +21,7 @@ def overlay_trees(ctx: Context) -> list[Path]:
 
 class Overlays(Stage):
     name = "overlays"
+    reads = frozenset({"g", "boot_mount"})
 
     def check(self, ctx: Context) -> None:
         for tree in overlay_trees(ctx):
@@ -28,10 +30,10 @@ class Overlays(Stage):
                                 key="overlays.extra", hint="give directories holding boot/ and/or rootfs/")
 
     def run(self, ctx: Context) -> None:
-        g = ctx.state["g"]
+        g = need(ctx.state.g, "g")
         copied = []
         for tree in overlay_trees(ctx):
-            for sub, dest in (("boot", ctx.state["boot_mount"]), ("rootfs", "")):
+            for sub, dest in (("boot", need(ctx.state.boot_mount, "boot_mount")), ("rootfs", "")):
                 top = tree / sub
                 if not top.is_dir():
                     continue

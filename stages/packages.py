@@ -18,8 +18,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from stages.config import Config
 from stages.errors import UserError
-from stages.runner import Context, Stage, require_tools
+from stages.runner import Context, Stage
+from stages.state import need
 from stages.util import CommandFailed, run, text
 
 BINFMT = {"arm64": "qemu-aarch64", "armhf": "qemu-arm"}
@@ -37,18 +39,25 @@ def host_env(apt_config: Path) -> dict[str, str]:
     return {**os.environ, **ENV, "APT_CONFIG": str(apt_config), "PATH": os.environ.get("PATH", ENV["PATH"])}
 
 
-def wanted_packages(ctx: Context) -> list[str]:
-    pkgs = [] if ctx.config.rngd.package == "none" else [ctx.config.rngd.package]
-    return [*pkgs, *ctx.config.packages.install]
+def wanted_packages(config: Config) -> list[str]:
+    pkgs = [] if config.rngd.package == "none" else [config.rngd.package]
+    return [*pkgs, *config.packages.install]
 
 
 class Packages(Stage):
     name = "packages"
+    reads = frozenset({"root", "arch"})
+    provides = frozenset({"chroot_mounts", "policy", "resolv"})
+
+    def skip(self, config: Config) -> str | None:
+        if wanted_packages(config) or config.packages.local_debs:
+            return None
+        return "nothing to install (rngd.package, packages.install and packages.local_debs are empty)"
+
+    def tools(self, config: Config) -> list[str]:
+        return ["chroot", "mount", "umount", "dpkg-query"]
 
     def check(self, ctx: Context) -> None:
-        if not wanted_packages(ctx) and not ctx.config.packages.local_debs:
-            return
-        require_tools("packages", "chroot", "mount")
         if not Path("/proc/sys/fs/binfmt_misc/status").exists():
             raise UserError("packages", "binfmt_misc is not mounted, ARM programs cannot run", hint=FIX_BINFMT)
         debs = ctx.config.packages.local_debs
@@ -57,12 +66,10 @@ class Packages(Stage):
                             hint="point it at a directory holding .deb files")
 
     def run(self, ctx: Context) -> None:
-        pkgs = wanted_packages(ctx)
+        pkgs = wanted_packages(ctx.config)
         debs = sorted(Path(ctx.config.packages.local_debs).glob("*.deb")) if ctx.config.packages.local_debs else []
-        if not pkgs and not debs:
-            return
-        root: Path = ctx.state["root"]
-        arch: str = ctx.state["arch"]
+        root = need(ctx.state.root, "root")
+        arch = need(ctx.state.arch, "arch")
         if not Path("/proc/sys/fs/binfmt_misc", BINFMT[arch]).exists():
             raise UserError("packages", f"no binfmt handler for {arch} ({BINFMT[arch]})", hint=FIX_BINFMT)
         self._enter(ctx, root)
@@ -116,8 +123,7 @@ class Packages(Stage):
             raise
 
     def _enter(self, ctx: Context, root: Path) -> None:
-        mounts: list[Path] = []
-        ctx.state["chroot_mounts"] = mounts
+        mounts = ctx.state.chroot_mounts
         for src, dst, args in (("proc", "proc", ["-t", "proc"]), ("sysfs", "sys", ["-t", "sysfs"]),
                                ("/dev", "dev", ["--bind"]), ("devpts", "dev/pts", ["-t", "devpts"])):
             target = root / dst
@@ -129,20 +135,22 @@ class Packages(Stage):
             policy.rename(policy.with_name("policy-rc.d.entropi-saved"))
         policy.write_text("#!/bin/sh\n# entropi: start no daemons while building\nexit 101\n")
         policy.chmod(0o755)
-        ctx.state["policy"] = policy
+        ctx.state.policy = policy
         resolv = root / "etc/resolv.conf"
         if resolv.exists() or resolv.is_symlink():
             resolv.rename(resolv.with_name("resolv.conf.entropi-saved"))
         if Path("/etc/resolv.conf").exists():
             shutil.copyfile("/etc/resolv.conf", resolv)
-        ctx.state["resolv"] = resolv
+        ctx.state.resolv = resolv
 
     def _leave(self, ctx: Context) -> None:
-        for target in reversed(ctx.state.pop("chroot_mounts", [])):
+        mounts, ctx.state.chroot_mounts = ctx.state.chroot_mounts, []
+        for target in reversed(mounts):
             if subprocess.run(["umount", str(target)], capture_output=True).returncode != 0:
                 subprocess.run(["umount", "-l", str(target)], capture_output=True)
-        for key in ("policy", "resolv"):
-            path = ctx.state.pop(key, None)
+        saved_paths = (ctx.state.policy, ctx.state.resolv)
+        ctx.state.policy = ctx.state.resolv = None
+        for path in saved_paths:
             if path is None:
                 continue
             if path.exists() or path.is_symlink():

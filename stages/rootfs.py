@@ -12,10 +12,12 @@ import re
 import subprocess
 from pathlib import Path
 
+from stages.config import Config
 from stages.disk import fat_list, read_mbr
 from stages.errors import UserError
 from stages.guest import Launch
-from stages.runner import Context, Stage, require_tools
+from stages.runner import Context, Stage
+from stages.state import need
 from stages.util import run, text
 
 ELF_MACHINE = {0xB7: "arm64", 0x28: "armhf"}
@@ -58,12 +60,14 @@ def os_release(root: Path) -> dict[str, str]:
 
 class OpenImage(Stage):
     name = "open"
+    reads = frozenset({"image", "grown"})
+    provides = frozenset({"mbr", "loop", "root", "arch", "boot_mount", "kernels", "release", "guest_launch"})
 
-    def check(self, ctx: Context) -> None:
-        require_tools("open", "losetup", "mount", "umount", "e2fsck", "resize2fs", "mdir")
+    def tools(self, config: Config) -> list[str]:
+        return ["losetup", "blkid", "mount", "umount", "e2fsck", "resize2fs", "mdir"]
 
     def run(self, ctx: Context) -> None:
-        image: Path = ctx.state["image"]
+        image = need(ctx.state.image, "image")
         mbr = read_mbr(image)
         if len(mbr.partitions) < 2:
             raise UserError(str(image), f"{len(mbr.partitions)} partition(s); expected a FAT boot and an ext4 root",
@@ -75,21 +79,21 @@ class OpenImage(Stage):
         for needed in ("config.txt", "cmdline.txt"):
             if needed not in names:
                 raise UserError(str(image), f"the boot partition has no {needed}", hint="is this a Raspberry Pi image?")
-        ctx.state["mbr"] = mbr
+        ctx.state.mbr = mbr
         loop = text(["losetup", "--find", "--show", "--offset", str(rootp.start), "--sizelimit", str(rootp.size),
                      str(image)])
-        ctx.state["loop"] = loop
+        ctx.state.loop = loop
         fstype = subprocess.run(["blkid", "-o", "value", "-s", "TYPE", loop], capture_output=True, text=True).stdout
         if fstype.strip() != "ext4":
             raise UserError(str(image), f"partition 2 is {fstype.strip() or 'not a file system'}, not ext4",
                             hint="the root file system must be ext4")
-        if ctx.state.get("grown"):
+        if ctx.state.grown:
             run(["e2fsck", "-fy", loop], check=False)
             run(["resize2fs", loop], hint="could not grow the root file system")
         root = ctx.work_dir / "root"
         root.mkdir(parents=True, exist_ok=True)
         run(["mount", "-t", "ext4", loop, str(root)])
-        ctx.state["root"] = root
+        ctx.state.root = root
         if not (root / "etc" / "os-release").exists() and not (root / "usr/lib/os-release").exists():
             raise UserError(str(image), "the root file system has no /etc/os-release", hint="is this a Linux image?")
         release = os_release(root)
@@ -97,7 +101,7 @@ class OpenImage(Stage):
         boot_mount = detect_boot_mount(root)
         modules = root / "lib" / "modules"
         kernels = sorted(p.name for p in modules.iterdir()) if modules.is_dir() else []
-        ctx.state.update(arch=arch, boot_mount=boot_mount, kernels=kernels, release=release)
+        ctx.state.arch, ctx.state.boot_mount, ctx.state.kernels, ctx.state.release = arch, boot_mount, kernels, release
         ctx.record("image", "arch", arch)
         ctx.record("image", "boot_mount", boot_mount)
         ctx.record("image", "release", release.get("VERSION_CODENAME", release.get("VERSION_ID", "unknown")))
@@ -105,10 +109,10 @@ class OpenImage(Stage):
         ctx.record("image", "kernels", kernels)
         ctx.record("image", "disk_id", mbr.disk_id)
         # Boot the libguestfs appliance now, beside the package step (about 10-20 s under TCG).
-        ctx.state["guest_launch"] = Launch([(image, "raw", False)], where=str(image))
+        ctx.state.guest_launch = Launch([(image, "raw", False)], where=str(image))
 
     def teardown(self, ctx: Context) -> None:
-        launch = ctx.state.pop("guest_launch", None)
+        launch, ctx.state.guest_launch = ctx.state.guest_launch, None
         if launch is not None:
             launch.close()
         unmount_root(ctx)
@@ -116,9 +120,9 @@ class OpenImage(Stage):
 
 def unmount_root(ctx: Context) -> None:
     """Unmount the host-side root and free its loop device (safe to call twice)."""
-    root = ctx.state.pop("root", None)
+    root, ctx.state.root = ctx.state.root, None
     if root is not None:
         subprocess.run(["umount", str(root)], capture_output=True, check=False)
-    loop = ctx.state.pop("loop", None)
+    loop, ctx.state.loop = ctx.state.loop, None
     if loop is not None:
         subprocess.run(["losetup", "-d", loop], capture_output=True, check=False)

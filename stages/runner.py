@@ -14,24 +14,42 @@ import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, ClassVar
 
 from stages import __version__, progress
 from stages.config import Config
 from stages.errors import Interrupted, UserError
+from stages.state import BuildState
 from stages.util import kill_children, remove_tree, sha256_file, tool_version
 
 
 class Stage:
-    """One step of a build. Subclasses set ``name`` and override what they need."""
+    """One step of a build. Subclasses set ``name`` and override what they need.
+
+    The contract, besides run/teardown: ``reads`` and ``provides`` name the BuildState fields
+    the stage uses and sets (a test proves every read is provided earlier in every recipe's
+    stage list); ``tools`` lists the host programs it runs, required at preflight and recorded
+    in the manifest; ``skip`` says, from the config alone, why it has nothing to do (the
+    runner then neither checks nor runs it and records the reason).
+    """
 
     name = "stage"
+    reads: ClassVar[frozenset[str]] = frozenset()
+    provides: ClassVar[frozenset[str]] = frozenset()
+
+    def tools(self, config: Config) -> list[str]:
+        """Host programs this stage runs with ``config`` (must be on PATH)."""
+        return []
+
+    def skip(self, config: Config) -> str | None:
+        """Why the stage has nothing to do with ``config``; None when it runs."""
+        return None
 
     def check(self, ctx: Context) -> None:
-        """Preflight: host tools and inputs. Raise UserError; change nothing."""
+        """Preflight: inputs and host setup beyond ``tools``. Raise UserError; change nothing."""
 
     def run(self, ctx: Context) -> None:
         """Do the work; record results in ctx.state / ctx.manifest."""
@@ -47,7 +65,7 @@ class Context:
     config: Config
     out_dir: Path
     work_dir: Path
-    state: dict[str, Any] = field(default_factory=dict)
+    state: BuildState = field(default_factory=BuildState)
     manifest: dict[str, Any] = field(default_factory=dict)
     temp_paths: list[Path] = field(default_factory=list)
 
@@ -116,14 +134,17 @@ def run_stages(stages: Sequence[Stage], ctx: Context, *, manifest_path: Path | N
     with signals_raise():
         try:
             with progress.step("preflight"):
-                for stage in stages:
-                    stage.check(ctx)
-            for stage in stages:
+                skips = preflight(stages, ctx)
+            for stage, skipped in zip(stages, skips, strict=True):
+                if skipped is not None:
+                    ctx.manifest["stages"].append({"name": stage.name, "skipped": skipped})
+                    continue
                 started.append(stage)
                 s0 = time.monotonic()
                 with progress.step(stage.name):
                     stage.run(ctx)
-                ctx.manifest["stages"].append({"name": stage.name, "seconds": round(time.monotonic() - s0, 3)})
+                ctx.manifest["stages"].append({"name": stage.name, "seconds": round(time.monotonic() - s0, 3),
+                                               "tools": stage.tools(ctx.config)})
             ok = True
         finally:
             restore = _block_signals()
@@ -136,6 +157,31 @@ def run_stages(stages: Sequence[Stage], ctx: Context, *, manifest_path: Path | N
     if ok and manifest_path is not None:
         write_json_atomic(manifest_path, ctx.manifest)
     return ctx.manifest
+
+
+def preflight(stages: Sequence[Stage], ctx: Context) -> list[str | None]:
+    """Ask each stage whether it skips; require the tools of, and check, the others.
+    Returns each stage's reason to skip (None: it runs), in order."""
+    skips = [stage.skip(ctx.config) for stage in stages]
+    for stage, skipped in zip(stages, skips, strict=True):
+        if skipped is None:
+            require_tools(stage.name, *stage.tools(ctx.config))
+            stage.check(ctx)
+    return skips
+
+
+def unprovided_reads(stages: Sequence[Stage], config: Config, initial: BuildState | None = None) -> list[str]:
+    """Each state field a stage reads before an earlier stage (or ``initial``) provides it,
+    as "stage: field"; skipped stages neither read nor provide. Empty when the order is sound."""
+    start = initial if initial is not None else BuildState()
+    provided = {f.name for f in fields(start) if getattr(start, f.name) not in (None, [])}
+    missing: list[str] = []
+    for stage in stages:
+        if stage.skip(config) is not None:
+            continue
+        missing += [f"{stage.name}: {name}" for name in sorted(stage.reads - provided)]
+        provided |= stage.provides
+    return missing
 
 
 def _teardown(started: list[Stage], ctx: Context) -> None:

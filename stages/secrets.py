@@ -9,12 +9,12 @@ expanding the root file system), but makes no keys.
 
 from __future__ import annotations
 
-from typing import Any
-
 from stages import units
 from stages.edit import read_text, write_text
 from stages.edits import RPI_REGENERATOR, deferring_regenerator, with_diversion
+from stages.handle import GuestHandle
 from stages.runner import Context, Stage
+from stages.state import need
 
 REGENERATORS = ["regenerate_ssh_host_keys.service", "sshd-keygen.service", "ssh-keygen.service"]
 SEEDS = ["/var/lib/systemd/random-seed", "/var/lib/dbus/machine-id", "/var/lib/urandom/random-seed"]
@@ -22,9 +22,10 @@ SEEDS = ["/var/lib/systemd/random-seed", "/var/lib/dbus/machine-id", "/var/lib/u
 
 class Secrets(Stage):
     name = "secrets"
+    reads = frozenset({"g"})
 
     def run(self, ctx: Context) -> None:
-        g = ctx.state["g"]
+        g = need(ctx.state.g, "g")
         removed: list[str] = []
         for path in [*g.glob_expand("/etc/ssh/ssh_host_*"), *g.glob_expand("/var/lib/entropi/firstboot.*")]:
             g.rm_f(path)
@@ -45,7 +46,7 @@ class Secrets(Stage):
         ctx.record("secrets", "regenerators_disabled", masked)
 
     @staticmethod
-    def _defer_regenerator(g: Any) -> bool:
+    def _defer_regenerator(g: GuestHandle) -> bool:
         """Divert Raspberry Pi OS's key script and put a deferring one in its place."""
         if not g.is_file(RPI_REGENERATOR):
             return False

@@ -15,16 +15,16 @@ from __future__ import annotations
 
 import re
 import subprocess
-from pathlib import Path
-from typing import Any
 
 from stages import progress, units
-from stages.config import parse_size
+from stages.config import Config, parse_size
 from stages.disk import read_mbr
 from stages.edit import read_text
 from stages.errors import UserError
 from stages.firstboot_unit import FIRSTBOOT, install
-from stages.runner import Context, Stage, require_tools
+from stages.handle import GuestHandle
+from stages.runner import Context, Stage
+from stages.state import need
 from stages.util import run, text
 from stages.workcopy import require_parted, set_root_partition_end
 
@@ -38,7 +38,7 @@ GROWROOT = "/usr/lib/entropi/entropi-growroot"
 GROWROOT_UNIT = "entropi-growroot.service"
 
 
-def first_boot_expansion(g: Any, boot_mount: str) -> str | None:
+def first_boot_expansion(g: GuestHandle, boot_mount: str) -> str | None:
     """The mechanism that grows the root partition at the image's first boot, or None."""
     cmdline = read_text(g, f"{boot_mount}/cmdline.txt")
     for word, name in INIT_EXPANDERS.items():
@@ -56,6 +56,8 @@ class Expansion(Stage):
     """Find the image's own first-boot expansion; without one, install entropi-growroot."""
 
     name = "first-boot expansion"
+    reads = frozenset({"g", "boot_mount"})
+    provides = frozenset({"expansion"})
 
     def check(self, ctx: Context) -> None:
         for name in ("entropi-growroot", GROWROOT_UNIT):
@@ -63,15 +65,15 @@ class Expansion(Stage):
                 raise UserError(str(FIRSTBOOT), f"{name} is missing", hint="restore firstboot/ from git")
 
     def run(self, ctx: Context) -> None:
-        g = ctx.state["g"]
-        found = first_boot_expansion(g, ctx.state["boot_mount"])
+        g = need(ctx.state.g, "g")
+        found = first_boot_expansion(g, need(ctx.state.boot_mount, "boot_mount"))
         if found is None and ctx.config.image.expand == "auto":
             g.mkdir_p("/usr/lib/entropi")
             install(g, "entropi-growroot", GROWROOT, 0o755)
             install(g, GROWROOT_UNIT, f"/etc/systemd/system/{GROWROOT_UNIT}", 0o644)
             units.enable(g, GROWROOT_UNIT)
             found = GROWROOT_UNIT
-        ctx.state["expansion"] = found
+        ctx.state.expansion = found
         ctx.record("image", "first_boot_expansion", found)
 
 
@@ -92,17 +94,20 @@ def minimum_blocks(device: str) -> int:
 
 class Shrink(Stage):
     name = "shrink"
+    reads = frozenset({"image", "expansion"})
+    provides = frozenset({"shrink_loop"})
+
+    def skip(self, config: Config) -> str | None:
+        return None if config.image.shrink else "image.shrink is false"
+
+    def tools(self, config: Config) -> list[str]:
+        return ["losetup", "e2fsck", "resize2fs", "dumpe2fs"]
 
     def check(self, ctx: Context) -> None:
-        if not ctx.config.image.shrink:
-            return
-        require_tools("image.shrink", "losetup", "e2fsck", "resize2fs", "dumpe2fs")
         require_parted("image.shrink")
 
     def run(self, ctx: Context) -> None:
-        if not ctx.config.image.shrink:
-            return
-        image: Path = ctx.state["image"]
+        image = need(ctx.state.image, "image")
         mbr = read_mbr(image)
         rootp = mbr.partitions[1]
         if any(p.start > rootp.start for p in mbr.partitions[2:]):
@@ -111,13 +116,13 @@ class Shrink(Stage):
         before = image.stat().st_size
         loop = text(["losetup", "--find", "--show", "--offset", str(rootp.start), "--sizelimit", str(rootp.size),
                      str(image)])
-        ctx.state["shrink_loop"] = loop
+        ctx.state.shrink_loop = loop
         with progress.step("check the root file system"):
             done = run(["e2fsck", "-fy", loop], check=False)
             if done.returncode >= 4:
                 raise UserError(str(image), f"e2fsck found errors it could not fix (exit {done.returncode})",
                                 key="image.shrink", hint="the root file system is damaged; build from a good base")
-        expansion = ctx.state.get("expansion")
+        expansion = ctx.state.expansion
         if expansion is None:
             progress.warn("image.shrink: the image has no first-boot expansion (image.expand = \"none\"); "
                           "a card keeps the shrunk root size")
@@ -134,6 +139,6 @@ class Shrink(Stage):
                                        "root_fs_bytes": target * block_size})
 
     def teardown(self, ctx: Context) -> None:
-        loop = ctx.state.pop("shrink_loop", None)
+        loop, ctx.state.shrink_loop = ctx.state.shrink_loop, None
         if loop is not None:
             subprocess.run(["losetup", "-d", loop], capture_output=True, check=False)

@@ -6,15 +6,14 @@ What `systemctl enable` does, done as files: symlinks in /etc/systemd/system/<ta
 
 from __future__ import annotations
 
-from typing import Any
-
 from stages.edit import read_text
+from stages.handle import GuestHandle
 
 UNIT_DIRS = ["/etc/systemd/system", "/lib/systemd/system", "/usr/lib/systemd/system"]
 ETC = "/etc/systemd/system"
 
 
-def find_unit(g: Any, name: str) -> str | None:
+def find_unit(g: GuestHandle, name: str) -> str | None:
     for d in UNIT_DIRS:
         path = f"{d}/{name}"
         if g.exists(path) and not _masked(g, path):
@@ -22,7 +21,7 @@ def find_unit(g: Any, name: str) -> str | None:
     return None
 
 
-def _masked(g: Any, path: str) -> bool:
+def _masked(g: GuestHandle, path: str) -> bool:
     return bool(g.is_symlink(path) and g.readlink(path) == "/dev/null")
 
 
@@ -42,7 +41,7 @@ def install_targets(unit_text: str) -> list[tuple[str, str]]:
     return out
 
 
-def enable(g: Any, name: str) -> bool:
+def enable(g: GuestHandle, name: str) -> bool:
     """Enable a unit offline; False when the image has no such unit."""
     unmask(g, name)
     path = find_unit(g, name)
@@ -58,7 +57,7 @@ def enable(g: Any, name: str) -> bool:
     return True
 
 
-def disable(g: Any, name: str) -> list[str]:
+def disable(g: GuestHandle, name: str) -> list[str]:
     """Remove every enablement symlink of ``name`` under /etc/systemd/system; returns them."""
     removed = []
     for d in g.ls(ETC) if g.is_dir(ETC) else []:
@@ -70,7 +69,7 @@ def disable(g: Any, name: str) -> list[str]:
     return removed
 
 
-def mask(g: Any, name: str) -> None:
+def mask(g: GuestHandle, name: str) -> None:
     disable(g, name)
     link = f"{ETC}/{name}"
     if g.exists(link) or g.is_symlink(link):
@@ -78,13 +77,13 @@ def mask(g: Any, name: str) -> None:
     g.ln_s("/dev/null", link)
 
 
-def unmask(g: Any, name: str) -> None:
+def unmask(g: GuestHandle, name: str) -> None:
     link = f"{ETC}/{name}"
     if g.is_symlink(link) and g.readlink(link) == "/dev/null":
         g.rm_f(link)
 
 
-def is_enabled(g: Any, name: str) -> bool:
+def is_enabled(g: GuestHandle, name: str) -> bool:
     """True when some .wants/.requires directory links the unit."""
     for d in g.ls(ETC) if g.is_dir(ETC) else []:
         if d.endswith((".wants", ".requires")) and g.is_symlink(f"{ETC}/{d}/{name}"):

@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from stages.config import parse_size
+from stages.config import Config, parse_size
 from stages.disk import read_mbr
 from stages.errors import UserError
 from stages.runner import Context, Stage
+from stages.state import need
 from stages.util import run, tmp_name
 
 
@@ -58,22 +59,27 @@ def grow_last_partition(image: Path, extra: int) -> None:
 
 class WorkCopy(Stage):
     name = "work copy"
+    reads = frozenset({"base_image"})
+    provides = frozenset({"image", "grown"})
+
+    def tools(self, config: Config) -> list[str]:
+        return ["cp"]
 
     def check(self, ctx: Context) -> None:
         if ctx.config.image.grow:
             require_parted("image.grow")
 
     def run(self, ctx: Context) -> None:
-        base: Path = ctx.state["base_image"]
+        base = need(ctx.state.base_image, "base_image")
         work = ctx.temp(tmp_name(ctx.out_dir / f"{ctx.config.name}.img"))
         ctx.out_dir.mkdir(parents=True, exist_ok=True)
         run(["cp", "--sparse=always", "--reflink=auto", str(base), str(work)])
         os.chmod(work, 0o644)
-        ctx.state["image"] = work
+        ctx.state.image = work
         if ctx.config.image.grow:
             extra = parse_size(ctx.config.image.grow)
             before = read_mbr(work).partitions[1].size
             grow_last_partition(work, extra)
             after = read_mbr(work).partitions[1].size
             ctx.record("image", "root_partition_bytes", {"before": before, "after": after})
-            ctx.state["grown"] = True
+            ctx.state.grown = True

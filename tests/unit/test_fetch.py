@@ -172,11 +172,11 @@ def test_release_from_a_nested_catalogue_records_its_origin(tmp_path: Path, srv:
     stage = Fetch()
     stage.check(ctx)
     stage.run(ctx)
-    assert sha(ctx.state["base_image"]) == sha(fx["img"])
+    assert sha(ctx.state.base_image) == sha(fx["img"])
     assert ctx.manifest["base"]["release"] == "Raspberry Pi OS Lite (64-bit)"
     assert ctx.manifest["base"]["release_date"] == "2026-10-01"
     assert ctx.manifest["base"]["url"].endswith("/images/base.img.xz")
-    assert ctx.manifest["inputs"] == [{"label": "base image", "path": str(ctx.state["base_image"]),
+    assert ctx.manifest["inputs"] == [{"label": "base image", "path": str(ctx.state.base_image),
                                        "sha256": sha(fx["img"])}]
 
 

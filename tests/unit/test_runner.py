@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from stages.config import load_recipe
+from stages.config import Config, load_recipe
 from stages.errors import UserError
 from stages.runner import Context, Stage, run_stages
 from tests.conftest import ROOT
@@ -69,3 +69,36 @@ def test_manifest_records_stage_timings_and_recipe_hash(tmp_path: Path) -> None:
     assert [s["name"] for s in manifest["stages"]] == ["a"]
     assert manifest["recipe_sha256"] == ctx.config.recipe_sha256
     assert (tmp_path / "m.json").exists()
+
+
+class Skipping(Rec):
+    def skip(self, config: Config) -> str | None:
+        return "nothing to do here"
+
+
+class NeedsTool(Rec):
+    def tools(self, config: Config) -> list[str]:
+        return ["sh", "entropi-no-such-tool"]
+
+
+def test_a_skipped_stage_is_neither_checked_nor_run_and_the_manifest_says_why(tmp_path: Path) -> None:
+    log: list[str] = []
+    manifest = run_stages([Rec("a", log), Skipping("b", log)], _ctx(tmp_path))
+    assert "check b" not in log and "run b" not in log and "teardown b" not in log
+    assert manifest["stages"][1] == {"name": "b", "skipped": "nothing to do here"}
+
+
+def test_a_missing_host_tool_fails_preflight_before_anything_runs(tmp_path: Path) -> None:
+    log: list[str] = []
+    with pytest.raises(UserError, match="missing host tools: entropi-no-such-tool"):
+        run_stages([Rec("a", log), NeedsTool("b", log)], _ctx(tmp_path))
+    assert not [x for x in log if x.startswith("run")]
+
+
+def test_the_manifest_records_the_tools_each_stage_ran_with(tmp_path: Path) -> None:
+    class Tooled(Rec):
+        def tools(self, config: Config) -> list[str]:
+            return ["sh"]
+
+    manifest = run_stages([Tooled("a", [])], _ctx(tmp_path))
+    assert manifest["stages"][0]["tools"] == ["sh"] and "seconds" in manifest["stages"][0]
