@@ -67,7 +67,7 @@ def boot_test_for(image: Path, key: str, manifest: dict[str, Any]) -> BootTest:
     settings = manifest["settings"]
     return BootTest(image, manifest["image"]["arch"], key=Path(key) if key else None,
                     user=settings["users"]["name"], out_dir=image.parent,
-                    timeout=settings["boot_test"]["timeout"], base_keys=base_keys_for(image),
+                    timeout=settings["boot_test"]["timeout"], base_keys=base_keys_for(manifest),
                     reset_at_key=settings["ssh"]["key_types"][-1],
                     growroot=manifest["image"].get("first_boot_expansion") == "entropi-growroot.service",
                     key_count=len(settings["ssh"]["key_types"]))
