@@ -7,7 +7,7 @@ one-line `error: ...` and exit code 2.
 from __future__ import annotations
 
 import functools
-import os
+import shlex
 import shutil
 import sys
 from collections.abc import Callable
@@ -42,8 +42,8 @@ def user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _pytest(c: Context, args: str) -> None:
-    c.run(f"{sys.executable} -m pytest {args}", pty=False)
+def _pytest(c: Context, *args: str) -> None:
+    c.run(shlex.join([sys.executable, "-m", "pytest", *args]), pty=False)
 
 
 @task(help={"recipe": "Recipe file (TOML). Default: pipeline.toml"})
@@ -100,51 +100,10 @@ def boot_test(c: Context, image: str = "", recipe: str = "", key: str = "") -> N
     Writes out/NAME.boot-report.json and out/NAME.boot.log; exits 1 when a check fails.
     Cards are qcow2 overlays: the image itself is never changed.
     """
-    import json
+    from stages.boottest import summary
+    from stages.boottest_run import boot_test as run_boot_test
 
-    from stages.boottest import BootTest, base_keys_for, check_image, summary
-    from stages.config import load_recipe
-
-    if not image and not recipe:
-        raise UserError("boot-test", "nothing to boot", hint="pass --image out/NAME.img or --recipe R")
-    if recipe:
-        import subprocess
-
-        from stages.build import build as run_build
-
-        config = load_recipe(recipe)
-        out = Path(config.output.dir)
-        if not key:  # a throwaway login key for the user's trust-path check
-            key_path = (out / f".{config.name}-boot-test-key").resolve()
-            out.mkdir(parents=True, exist_ok=True)
-            for old in (key_path, key_path.with_suffix(".pub")):
-                old.unlink(missing_ok=True)
-            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "entropi-boot-test", "-f",
-                            str(key_path)], check=True)
-            key = str(key_path)
-            config = load_recipe(recipe, {"users.authorized_keys": [*config.users.authorized_keys,
-                                                                     str(key_path.with_suffix(".pub"))]})
-        run_build(config, out)
-        image = str(out / f"{config.name}.img")
-    path = Path(image)
-    check_image(path)
-    manifest_path = path.with_name(path.name.removesuffix(".img") + ".manifest.json")
-    if not manifest_path.is_file():
-        raise UserError(str(path), f"no {manifest_path.name} beside the image",
-                        hint="boot-test reads what the build recorded; boot an image made by invoke build "
-                             "(or boot-test --recipe R)")
-    manifest = json.loads(manifest_path.read_text())
-    settings = manifest["settings"]
-    keys = bool(manifest.get("accounts", {}).get("user", {}).get("authorized_keys"))
-    password = settings["ssh"]["password_authentication"] == "yes" or (
-        settings["ssh"]["password_authentication"] == "auto" and not keys)
-    test_run = BootTest(path, manifest["image"]["arch"], key=Path(key) if key else None,
-                        user=settings["users"]["name"], out_dir=path.parent,
-                        timeout=settings["boot_test"]["timeout"], base_keys=base_keys_for(path),
-                        reset_at_key=settings["ssh"]["key_types"][-1],
-                        growroot=manifest["image"].get("first_boot_expansion") == "entropi-growroot.service",
-                        key_count=len(settings["ssh"]["key_types"]))
-    report = test_run.run(password_expected=password)
+    report = run_boot_test(image, recipe, key)
     print(summary(report))
     if not report["passed"]:
         raise Exit("boot-test: some checks failed (see the report above and out/*.boot-report.json)", code=1)
@@ -199,10 +158,7 @@ def recipe_doc(c: Context) -> None:
 @task(help={"fast": "Unit tests and linters only (seconds, no root).", "k": "Only tests matching this expression."})
 def test(c: Context, fast: bool = False, k: str = "") -> None:
     """Run the test suite (all of it: unit, lint, integration, boot)."""
-    args = "tests/unit" if fast else "tests"
-    if k:
-        args += f" -k {k!r}"
-    _pytest(c, args)
+    _pytest(c, "tests/unit" if fast else "tests", *(["-k", k] if k else []))
 
 
 @task
@@ -219,7 +175,9 @@ def clean(c: Context, all: bool = False) -> None:
             shutil.rmtree(path)
             print(f"removed {path}")
     if all:
-        cache = Path(os.environ.get("ENTROPI_CACHE", Path.home() / ".cache" / "entropi"))
+        from stages.util import cache_dir
+
+        cache = cache_dir()
         if cache.exists():
             shutil.rmtree(cache)
             print(f"removed {cache}")
@@ -235,4 +193,4 @@ def bench(c: Context, only: str = "") -> None:
         raise Exit(f"error: bench: unknown part {unknown[0]!r} (hint: parts are {', '.join(parts)})", code=2)
     for part in chosen:
         print(f"== bench {part}", flush=True)
-        c.run(f"{sys.executable} {ROOT / 'bench' / (part + '.py')}", pty=False)
+        c.run(shlex.join([sys.executable, str(ROOT / "bench" / f"{part}.py")]), pty=False)

@@ -23,6 +23,7 @@ from pathlib import Path
 from stages import progress
 from stages.config import Config
 from stages.errors import UserError
+from stages.packages import require_binfmt
 from stages.runner import Context, Stage, require_tools
 from stages.util import atomic_output, cache_dir, remove_tree, run, sha256_file, text
 
@@ -108,10 +109,7 @@ def ensure_base(spec: BaseSpec) -> Path:
         progress.info(f"base image (cached): {final}")
         return final
     require_tools("base-image", *BUILD_TOOLS)
-    handler = {"arm64": "qemu-aarch64", "armhf": "qemu-arm"}[spec.arch]
-    if not Path("/proc/sys/fs/binfmt_misc", handler).exists():
-        raise UserError("base-image", f"no binfmt handler for {spec.arch}",
-                        hint="run ./ci/setup (mounts binfmt_misc and enables the qemu-user handlers)")
+    require_binfmt("base-image", spec.arch)
     work = final.parent / f".work-{os.getpid()}"
     remove_tree(work)
     work.mkdir(parents=True)

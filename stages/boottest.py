@@ -332,12 +332,10 @@ def summary(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def base_keys_for(image: Path) -> list[str]:
-    """Host keys of the base an output was built from, when its manifest names a cached base."""
-    manifest = image.with_name(image.name.removesuffix(".img") + ".manifest.json")
+def base_keys_for(manifest: dict[str, Any]) -> list[str]:
+    """Host keys of the base an output was built from, when its ``manifest`` names a cached base."""
     try:
-        data = json.loads(manifest.read_text())
-        base = next(i["path"] for i in data.get("inputs", []) if i["label"] == "base image")
+        base = next(i["path"] for i in manifest.get("inputs", []) if i["label"] == "base image")
         info = json.loads(Path(base + ".json").read_text())
         return [" ".join(k.split()[:2]) for k in info.get("host_keys", [])]
     except (OSError, ValueError, StopIteration, KeyError):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any
 
@@ -10,11 +9,10 @@ from stages.accounts import Accounts
 from stages.baseimage import BaseImage
 from stages.config import Config
 from stages.edit import EditClose, EditOpen
-from stages.errors import UserError
+from stages.fetch import Fetch
 from stages.finalize import Finalize
 from stages.firstboot_unit import FirstbootUnit
 from stages.hwrng import Hwrng
-from stages.localbase import LocalBase
 from stages.overlays import Overlays
 from stages.packages import Packages
 from stages.rootfs import OpenImage
@@ -26,18 +24,14 @@ from stages.workcopy import WorkCopy
 
 
 def source_stage(config: Config) -> Stage:
-    """Where the base comes from: built from Debian, or fetched (url, path, release)."""
+    """Where the base comes from: built from Debian, or fetched (release, url, path).
+
+    ``base.path`` goes through Fetch as in ``invoke fetch``: a raw image is used in place, a
+    compressed one is unpacked into the cache; the work copy never modifies either.
+    """
     if config.base.source == "debian":
         return BaseImage()
-    if config.base.source == "path" or (not config.base.source and config.base.path):
-        return LocalBase()
-    try:
-        fetch: Any = importlib.import_module("stages.fetch")
-    except ModuleNotFoundError:
-        raise UserError(str(config.recipe), "downloading base images is not available in this checkout",
-                        key="base", hint='use base.source = "debian" (recipes/debian-arm64.toml)') from None
-    stage: Stage = fetch.Fetch()
-    return stage
+    return Fetch()
 
 
 def build_stages(config: Config) -> list[Stage]:

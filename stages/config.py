@@ -97,6 +97,8 @@ def url_check(value: Any) -> tuple[str, str] | None:
 
 
 def crypt_check(value: Any) -> tuple[str, str] | None:
+    if any(c in value for c in ":\n\r"):
+        return f"a password hash cannot contain ':' or a newline, got {value!r}", "paste the hash on one line"
     if value == "" or re.match(r"^\$(y|gy|7|2[abxy]|5|6|1)\$", value) or value in ("!", "*"):
         return None
     return (

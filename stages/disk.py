@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import struct
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from stages.errors import UserError
-from stages.util import run
+from stages.util import run, text
 
 SECTOR = 512
 MTOOLS_ENV = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
@@ -49,6 +50,18 @@ def read_mbr(image: Path) -> Mbr:
         if ptype and count:
             parts.append(Partition(i + 1, ptype, lba * SECTOR, count * SECTOR))
     return Mbr(disk_id, parts)
+
+
+def attach_partition(image: Path, part: Partition) -> str:
+    """A loop device over ``part`` of ``image`` (by offset and size limit); free it with detach_loop."""
+    return text(["losetup", "--find", "--show", "--offset", str(part.start), "--sizelimit", str(part.size),
+                 str(image)])
+
+
+def detach_loop(loop: str | None) -> None:
+    """Free a loop device made by attach_partition (None or an already freed one: nothing to do)."""
+    if loop is not None:
+        subprocess.run(["losetup", "-d", loop], capture_output=True, check=False)
 
 
 def fat_spec(image: Path, part: Partition) -> str:

@@ -85,6 +85,47 @@ class _Hit:
     whole: bool  # the line is only this setting (not one item of a combined dtparam)
 
 
+def _find_settings(lines: list[str], keys: dict[tuple[str, str], str],
+                   dt_keys: set[str]) -> dict[tuple[str, str], list[_Hit]]:
+    """Every line that sets one of ``keys`` (a dtparam item, an overlay, a plain setting)."""
+    hits: dict[tuple[str, str], list[_Hit]] = {k: [] for k in keys}
+    for i, line in enumerate(lines):
+        d = _directive(line)
+        if d is None:
+            continue
+        name, value = d
+        if name == "dtparam":
+            params = [_param(item) for item in value.split(",")]
+            for p in params:
+                if p in dt_keys:
+                    hits[("dtparam", p)].append(_Hit(i, len(params) == 1))
+        elif name == "dtoverlay":
+            if ("dtoverlay", _overlay(value)) in keys:
+                hits[("dtoverlay", _overlay(value))].append(_Hit(i, True))
+        elif (name, "") in keys:
+            hits[(name, "")].append(_Hit(i, True))
+    return hits
+
+
+def _without(lines: list[str], drop: set[int], dt_keys: set[str]) -> list[str]:
+    """``lines`` without the ``drop`` ones; a combined dtparam among them keeps its other items."""
+    out: list[str] = []
+    for i, line in enumerate(lines):
+        if i not in drop:
+            out.append(line)
+            continue
+        d = _directive(line)
+        assert d is not None
+        if d[0] != "dtparam":
+            continue
+        items = [item for item in d[1].split(",") if _param(item) not in dt_keys]
+        if items:  # a combined dtparam keeps its other items, its indentation and its eol
+            lead = line[: len(line) - len(line.lstrip())]
+            ending = line[len(line.rstrip("\r\n")):]
+            out.append(f"{lead}dtparam={','.join(items)}{ending}")
+    return out
+
+
 def enable_hwrng_config(text: str, extra: list[str] | None = None) -> str:
     """Make ``dtparam=random=on`` (and each ``extra`` line) appear exactly once, in ``[all]``.
 
@@ -115,23 +156,7 @@ def enable_hwrng_config(text: str, extra: list[str] | None = None) -> str:
             last_section, tail_start = sec, i + 1
     tail_is_all = last_section in (None, "[all]")
 
-    hits: dict[tuple[str, str], list[_Hit]] = {k: [] for k in keys}
-    for i, line in enumerate(lines):
-        d = _directive(line)
-        if d is None:
-            continue
-        name, value = d
-        if name == "dtparam":
-            params = [_param(item) for item in value.split(",")]
-            for p in params:
-                if p in dt_keys:
-                    hits[("dtparam", p)].append(_Hit(i, len(params) == 1))
-        elif name == "dtoverlay":
-            if ("dtoverlay", _overlay(value)) in keys:
-                hits[("dtoverlay", _overlay(value))].append(_Hit(i, True))
-        elif (name, "") in keys:
-            hits[(name, "")].append(_Hit(i, True))
-
+    hits = _find_settings(lines, keys, dt_keys)
     keep: set[int] = set()  # lines already right
     append: list[str] = []
     for key, line in keys.items():
@@ -142,21 +167,7 @@ def enable_hwrng_config(text: str, extra: list[str] | None = None) -> str:
         else:
             append.append(line)
     drop = {h.index for found in hits.values() for h in found} - keep
-
-    out: list[str] = []
-    for i, line in enumerate(lines):
-        if i not in drop:
-            out.append(line)
-            continue
-        d = _directive(line)
-        assert d is not None
-        if d[0] != "dtparam":
-            continue
-        items = [item for item in d[1].split(",") if _param(item) not in dt_keys]
-        if items:  # a combined dtparam keeps its other items, its indentation and its eol
-            lead = line[: len(line) - len(line.lstrip())]
-            ending = line[len(line.rstrip("\r\n")):]
-            out.append(f"{lead}dtparam={','.join(items)}{ending}")
+    out = _without(lines, drop, dt_keys)
     if not append:
         return bom + "".join(out)
     if out and not out[-1].endswith("\n"):
@@ -170,7 +181,6 @@ def enable_hwrng_config(text: str, extra: list[str] | None = None) -> str:
 # -- kernel modules ---------------------------------------------------------------------
 
 _MODULE_FILE = re.compile(r"^(?P<name>[^/]+)\.ko(?:\.(?:xz|zst|gz))?$")
-_MODULE_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 
 
 def _module_names(paths: list[str] | str) -> set[str]:
@@ -214,15 +224,15 @@ def pick_tpm_rng_module(module_paths: list[str], modules_builtin: str) -> str | 
 def modules_load_conf(modules: list[str]) -> str:
     """Contents of /etc/modules-load.d/entropi-hwrng.conf: a header, then one module a line.
 
-    Names are normalised to underscores and repeated names dropped; a name that is not a
-    module name (only ``hwrng.module`` in a recipe can bring one) raises UserError.
+    Names are normalised to underscores and repeated names dropped. They come from the
+    image's module files or from ``hwrng.module``, which config.py has validated; anything
+    else is a programmer error (ValueError).
     """
     names: list[str] = []
     for m in modules:
-        name = m.strip().replace("-", "_")
-        if not _MODULE_NAME.match(name):
-            raise UserError("/etc/modules-load.d/entropi-hwrng.conf", f"not a kernel module name: {m!r}",
-                            key="hwrng.module", hint="use a name like bcm2835_rng, or 'auto'")
+        name = m.replace("-", "_")
+        if not re.fullmatch(r"[a-z0-9_]+", name):
+            raise ValueError(f"not a kernel module name: {m!r}")
         if name not in names:
             names.append(name)
     head = ("# Written by entropi: load the hardware RNG drivers at boot (systemd-modules-load).\n"
@@ -236,20 +246,14 @@ def modules_load_conf(modules: list[str]) -> str:
 # only, and a line is rebuilt only when it changes, so every other line (comments, odd
 # fields, unusual characters) and the presence or absence of the final newline survive.
 
-_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 FIRST_UID, LAST_UID = 1000, 59999  # Debian's FIRST_UID/LAST_UID (adduser.conf)
 
 
-def _check_name(name: str, where: str) -> None:
-    if not _NAME.match(name):
-        raise UserError(where, f"not a valid user name: {name!r}", key="users.name",
-                        hint="use lower-case letters, digits, '_' or '-', at most 32")
-
-
-def _check_hash(hash: str) -> None:
-    if not hash or any(c in hash for c in ":\n\r"):
-        raise UserError("/etc/shadow", "a password hash cannot be empty or contain ':' or a newline",
-                        key="users.password_hash", hint="give a crypt(3) hash, e.g. from `mkpasswd -m yescrypt`")
+def _check_field(value: str, what: str) -> None:
+    """A value that would break a colon-separated line is a programmer error: config.py
+    validates users.name and users.password_hash, so none reaches here from a recipe."""
+    if not value or any(c in value for c in ":\n\r"):
+        raise ValueError(f"a {what} cannot be empty or contain ':' or a newline: {value!r}")
 
 
 def _edit(text: str, change: Callable[[list[str]], list[str] | None]) -> str:
@@ -303,7 +307,7 @@ def set_password_hash(shadow: str, user: str, hash: str, *, last_change: int | N
     ``last_change`` is given: with no date here the function stays pure, and an existing
     0 (which forces a change at the next login) is left for the caller to decide on.
     """
-    _check_hash(hash)
+    _check_field(hash, "password hash")
     found = False
 
     def change(row: list[str]) -> list[str] | None:
@@ -361,7 +365,7 @@ def rename_user(passwd: str, shadow: str, group: str, gshadow: str, old: str,
         raise UserError("/etc/passwd", f"no user {old} to rename", key="users.name", hint="check the base image")
     if old == new:
         return passwd, shadow, group, gshadow
-    _check_name(new, "/etc/passwd")
+    _check_field(new, "user name")
     if new in _names(passwd) or new in _names(shadow):
         raise UserError("/etc/passwd", f"user {new} exists already", key="users.name", hint="pick another name")
     gid = entry[1]
@@ -409,8 +413,8 @@ def add_user(passwd: str, shadow: str, group: str, gshadow: str, name: str, hash
     yet). Raises UserError when the user or a group of that name exists already.
     Returns (passwd, shadow, group, gshadow); gshadow stays empty when it was empty.
     """
-    _check_name(name, "/etc/passwd")
-    _check_hash(hash)
+    _check_field(name, "user name")
+    _check_field(hash, "password hash")
     if name in _names(passwd) or name in _names(shadow):
         raise UserError("/etc/passwd", f"user {name} exists already", key="users.name", hint="pick another name")
     if name in _names(group):
@@ -470,9 +474,8 @@ def rngd_defaults(package: str, device: str, fill_bits: int) -> str:
     """
     if package not in RNGD_PACKAGES:
         raise ValueError(f"unknown rngd package {package!r}; expected one of {', '.join(RNGD_PACKAGES)}")
-    if not re.match(r"^/dev/[A-Za-z0-9_./-]+$", device):
-        raise UserError("/etc/default/" + ("rng-tools" if package == "rng-tools5" else package),
-                        f"not a device path: {device!r}", key="rngd.device", hint="use /dev/hwrng")
+    if not device.startswith("/dev/") or any(c in device for c in '"\n '):
+        raise ValueError(f"not a device path (config.py validates rngd.device): {device!r}")
     if fill_bits <= 0:
         raise ValueError(f"fill watermark must be positive, got {fill_bits}")
     head = ("# Written by entropi: rngd feeds the hardware RNG to the kernel; fill at most half\n"

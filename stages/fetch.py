@@ -29,11 +29,12 @@ from typing import Any
 
 from stages import progress
 from stages.catalog import Release, lookup
+from stages.compression import kind_from_name, kind_of, raw_name, tool_for
 from stages.config import Base, Config
 from stages.download import download, fetch_small, url_name
 from stages.errors import UserError
 from stages.runner import Context, Stage, require_tools
-from stages.unpack import DamagedArchive, kind_from_name, kind_of, raw_name, tool_for, unpack
+from stages.unpack import DamagedArchive, unpack
 from stages.util import cache_dir, run, sha256_file
 
 KEEP_REJECTED = 3

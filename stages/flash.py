@@ -11,7 +11,6 @@ SHA-256 of the written range read back from the card must equal the image's.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import stat
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from stages import progress
+from stages.compression import OutOfSpace, read_chunks, write_hashed
 from stages.config import hostname_check
 from stages.disk import MTOOLS_ENV, Partition, read_mbr
 from stages.errors import UserError
@@ -161,30 +161,22 @@ def _written_by(pid: int) -> int:
 
 
 def write_full(src: Source, dest: Path, *, sparse: bool) -> tuple[int, int, str]:
-    """Stream the whole (decompressed) image; a file target skips zero chunks (sparse). -> (written, size, sha256)"""
+    """Stream the whole (decompressed) image; a file target skips zero blocks (sparse). -> (written, size, sha256)"""
     proc = spawn(src.decompress, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                  stderr=subprocess.PIPE) if src.decompress else None
     reader: IO[bytes] = proc.stdout if proc and proc.stdout else open(src.path, "rb")
     fd = (os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644) if sparse
           else open_exclusive(dest, os.O_WRONLY))
-    h, pos, written, unsynced, zero = hashlib.sha256(), 0, 0, 0, bytes(CHUNK)
     try:
         with progress.bytes_bar("write (full)", src.size) as bar:
             task = bar.add_task("write", total=src.size)
-            while chunk := _fill(reader):
-                h.update(chunk)
-                runs = _data_runs(chunk, zero) if sparse else [(0, len(chunk))]
-                for start, end in runs:
-                    _write_at(fd, memoryview(chunk)[start:end], pos + start, dest)
-                    written, unsynced = written + end - start, unsynced + end - start
-                pos += len(chunk)
-                if unsynced >= SYNC_EVERY and not sparse:
-                    os.fdatasync(fd)
-                    unsynced = 0
-                bar.update(task, completed=pos)
-        if sparse:
-            os.ftruncate(fd, pos)
-        os.fsync(fd)
+            pos, written, digest = write_hashed(read_chunks(reader, CHUNK), fd, sparse=sparse,
+                                                advance=lambda n: bar.advance(task, n),
+                                                sync_every=0 if sparse else SYNC_EVERY)
+    except OutOfSpace as e:  # the device ends before the image does
+        if proc:
+            proc.kill()
+        raise UserError(str(dest), f"is too small: it ends at byte {e.at}", hint="use a larger card") from None
     except BaseException:
         if proc:
             proc.kill()
@@ -193,52 +185,20 @@ def write_full(src: Source, dest: Path, *, sparse: bool) -> tuple[int, int, str]
         os.close(fd)
         reader.close()
         if proc:
-            stderr = proc.stderr.read() if proc.stderr else b""
-            proc.wait()
-            forget(proc)
-            if proc.returncode not in (0, -9):
-                raise CommandFailed(src.decompress or [], proc.returncode, stderr.decode(errors="replace"),
-                                    hint=f"is {src.path.name} complete and not corrupt?")
+            _reap(proc, src)
     if src.size is not None and pos != src.size:
         raise UserError(str(src.path), f"decompressed to {pos} bytes, expected {src.size}", hint="is it truncated?")
-    return written, pos, h.hexdigest()
+    return written, pos, digest
 
 
-def _fill(reader: IO[bytes]) -> bytes:
-    """Read a whole chunk (a pipe gives short reads), or what is left at the end."""
-    buf = bytearray()
-    while len(buf) < CHUNK and (part := reader.read(CHUNK - len(buf))):
-        buf += part
-    return bytes(buf)
-
-
-def _data_runs(chunk: bytes, zero: bytes, block: int = 4096) -> list[tuple[int, int]]:
-    """(start, end) of the runs of 4 KiB blocks in ``chunk`` that are not all zero (holes stay holes)."""
-    if chunk == zero[: len(chunk)]:
-        return []
-    runs: list[tuple[int, int]] = []
-    zblock = zero[:block]
-    for start in range(0, len(chunk), block):
-        end = min(start + block, len(chunk))
-        if chunk[start:end] == zblock[: end - start]:
-            continue
-        if runs and runs[-1][1] == start:
-            runs[-1] = (runs[-1][0], end)
-        else:
-            runs.append((start, end))
-    return runs
-
-
-def _write_at(fd: int, data: bytes | memoryview, pos: int, dest: Path) -> None:
-    view = memoryview(data)
-    while view:
-        try:
-            n = os.pwrite(fd, view, pos)
-        except OSError as e:
-            if e.errno == 28:  # ENOSPC: the device ends before the image does
-                raise UserError(str(dest), f"is too small: it ends at byte {pos}", hint="use a larger card") from None
-            raise
-        view, pos = view[n:], pos + n
+def _reap(proc: subprocess.Popen[bytes], src: Source) -> None:
+    """Wait for the decompressor; a failure (not our own kill) is shown with its stderr."""
+    stderr = proc.stderr.read() if proc.stderr else b""
+    proc.wait()
+    forget(proc)
+    if proc.returncode not in (0, -9):
+        raise CommandFailed(src.decompress or [], proc.returncode, stderr.decode(errors="replace"),
+                            hint=f"is {src.path.name} complete and not corrupt?")
 
 
 def boot_partition(disk: Path) -> Partition:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import shutil
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -13,11 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stages import progress
+from stages.compression import decompress_argv, kind_from_name, raw_name, stream_size
 from stages.errors import UserError
-from stages.util import run
 
 CHUNK = 4 << 20
-DECOMPRESSORS = {".xz": ["xz", "-dc"], ".zst": ["zstd", "-dcq"], ".gz": ["gzip", "-dc"], ".bz2": ["bzip2", "-dc"]}
 
 
 @dataclass(frozen=True)
@@ -65,40 +63,24 @@ def parse_bmap(path: Path) -> BlockMap:
     return BlockMap(path, image_size, block_size, ctype, ranges)
 
 
-def raw_name(image: Path) -> Path:
-    """out/x.img.xz -> out/x.img"""
-    return image.with_suffix("") if image.suffix in DECOMPRESSORS else image
-
-
-def _stream_size(image: Path) -> int | None:
-    """Uncompressed size recorded in an .xz index or a .zst frame header, else None."""
-    if image.suffix == ".xz" and shutil.which("xz"):
-        out = run(["xz", "--robot", "--list", str(image)], check=False).stdout.decode()
-        m = re.search(r"^totals\t\d+\t\d+\t\d+\t(\d+)", out, re.M)
-        return int(m.group(1)) if m else None
-    if image.suffix == ".zst" and shutil.which("zstd"):
-        out = run(["zstd", "-lv", str(image)], check=False).stdout.decode()
-        m = re.search(r"Decompressed Size:.*\((\d+) B\)", out)
-        return int(m.group(1)) if m else None
-    return None
-
-
 def open_source(image: Path) -> Source:
     """Check the image and find its block map (NAME.img.bmap serves NAME.img.xz too)."""
     if not image.is_file():
         raise UserError(str(image), "no such image" if not image.exists() else "not a file",
                         hint="build one with `invoke build`, or check the path")
-    decompress = DECOMPRESSORS.get(image.suffix)
+    kind = kind_from_name(image.name)
+    decompress = decompress_argv(kind, image)
     if decompress and shutil.which(decompress[0]) is None:
         raise UserError(str(image), f"{decompress[0]} is needed to read this image", hint="run ./ci/setup")
-    candidates = [image.with_name(image.name + ".bmap"), raw_name(image).with_name(raw_name(image).name + ".bmap")]
+    raw = image.with_name(raw_name(image.name)) if decompress else image
+    candidates = [image.with_name(image.name + ".bmap"), raw.with_name(raw.name + ".bmap")]
     bmap_path = next((p for p in candidates if p.is_file()), None)
     bmap = parse_bmap(bmap_path) if bmap_path else None
-    size = image.stat().st_size if decompress is None else bmap.image_size if bmap else _stream_size(image)
+    size = image.stat().st_size if decompress is None else bmap.image_size if bmap else stream_size(image, kind)
     if bmap and decompress is None and bmap.image_size != size:
         raise UserError(str(bmap.path), f"belongs to another image (it maps {bmap.image_size} bytes, "
                         f"{image.name} has {size})", hint="recreate it with `bmaptool create`, or delete it")
-    return Source(image, [*decompress, str(image)] if decompress else None, bmap, size)
+    return Source(image, decompress, bmap, size)
 
 
 def drop_cache(fd: int) -> None:

@@ -35,6 +35,12 @@ APT_FAST = ["-o", "Acquire::Languages=none"]
 DPKG_FAST = ["-o", "Dpkg::Options::=--force-unsafe-io"]
 
 
+def require_binfmt(where: str, arch: str) -> None:
+    """ARM programs of ``arch`` run on this host only through qemu-user's binfmt_misc handler."""
+    if not Path("/proc/sys/fs/binfmt_misc", BINFMT[arch]).exists():
+        raise UserError(where, f"no binfmt handler for {arch} ({BINFMT[arch]})", hint=FIX_BINFMT)
+
+
 def host_env(apt_config: Path) -> dict[str, str]:
     return {**os.environ, **ENV, "APT_CONFIG": str(apt_config), "PATH": os.environ.get("PATH", ENV["PATH"])}
 
@@ -70,8 +76,7 @@ class Packages(Stage):
         debs = sorted(Path(ctx.config.packages.local_debs).glob("*.deb")) if ctx.config.packages.local_debs else []
         root = need(ctx.state.root, "root")
         arch = need(ctx.state.arch, "arch")
-        if not Path("/proc/sys/fs/binfmt_misc", BINFMT[arch]).exists():
-            raise UserError("packages", f"no binfmt handler for {arch} ({BINFMT[arch]})", hint=FIX_BINFMT)
+        require_binfmt("packages", arch)
         self._enter(ctx, root)
         if debs:
             inside = root / "tmp" / "entropi-debs"

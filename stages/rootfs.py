@@ -13,12 +13,12 @@ import subprocess
 from pathlib import Path
 
 from stages.config import Config
-from stages.disk import fat_list, read_mbr
+from stages.disk import attach_partition, detach_loop, fat_list, read_mbr
 from stages.errors import UserError
 from stages.guest import Launch
 from stages.runner import Context, Stage
 from stages.state import need
-from stages.util import run, text
+from stages.util import run
 
 ELF_MACHINE = {0xB7: "arm64", 0x28: "armhf"}
 
@@ -80,8 +80,7 @@ class OpenImage(Stage):
             if needed not in names:
                 raise UserError(str(image), f"the boot partition has no {needed}", hint="is this a Raspberry Pi image?")
         ctx.state.mbr = mbr
-        loop = text(["losetup", "--find", "--show", "--offset", str(rootp.start), "--sizelimit", str(rootp.size),
-                     str(image)])
+        loop = attach_partition(image, rootp)
         ctx.state.loop = loop
         fstype = subprocess.run(["blkid", "-o", "value", "-s", "TYPE", loop], capture_output=True, text=True).stdout
         if fstype.strip() != "ext4":
@@ -124,5 +123,4 @@ def unmount_root(ctx: Context) -> None:
     if root is not None:
         subprocess.run(["umount", str(root)], capture_output=True, check=False)
     loop, ctx.state.loop = ctx.state.loop, None
-    if loop is not None:
-        subprocess.run(["losetup", "-d", loop], capture_output=True, check=False)
+    detach_loop(loop)

@@ -14,11 +14,10 @@ recorded in the manifest, and an image without one gets a warning.
 from __future__ import annotations
 
 import re
-import subprocess
 
 from stages import progress, units
 from stages.config import Config, parse_size
-from stages.disk import read_mbr
+from stages.disk import attach_partition, detach_loop, read_mbr
 from stages.edit import read_text
 from stages.errors import UserError
 from stages.firstboot_unit import FIRSTBOOT, install
@@ -114,8 +113,7 @@ class Shrink(Stage):
             raise UserError(str(image), "partition 2 is not the last partition, so the file cannot end with it",
                             key="image.shrink", hint="set image.shrink = false for this image")
         before = image.stat().st_size
-        loop = text(["losetup", "--find", "--show", "--offset", str(rootp.start), "--sizelimit", str(rootp.size),
-                     str(image)])
+        loop = attach_partition(image, rootp)
         ctx.state.shrink_loop = loop
         with progress.step("check the root file system"):
             done = run(["e2fsck", "-fy", loop], check=False)
@@ -140,5 +138,4 @@ class Shrink(Stage):
 
     def teardown(self, ctx: Context) -> None:
         loop, ctx.state.shrink_loop = ctx.state.shrink_loop, None
-        if loop is not None:
-            subprocess.run(["losetup", "-d", loop], capture_output=True, check=False)
+        detach_loop(loop)

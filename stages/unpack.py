@@ -11,60 +11,25 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import re
 import shutil
 import subprocess
 import tempfile
 import time
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 from stages import progress
-from stages.download import Hasher
+from stages.compression import TOOLS, OutOfSpace, kind_of, stream_size, write_hashed
 from stages.errors import UserError
-from stages.util import atomic_output, forget, run, spawn
+from stages.util import atomic_output, forget, spawn
 
 CHUNK = 1 << 20
-MAGIC: list[tuple[bytes, str]] = [
-    (b"\xfd7zXZ\x00", "xz"), (b"\x28\xb5\x2f\xfd", "zst"), (b"\x1f\x8b", "gz"), (b"BZh", "bz2"), (b"PK\x03\x04", "zip"),
-]
-TOOLS: dict[str, list[str]] = {
-    "xz": ["xz", "-dc", "-T0", "-q"], "zst": ["zstd", "-dcq"], "gz": ["gzip", "-dc"], "bz2": ["bzip2", "-dc"],
-}
-SUFFIXES = {".xz": "xz", ".zst": "zst", ".gz": "gz", ".bz2": "bz2", ".zip": "zip"}
 
 
 class DamagedArchive(UserError):
     """The compressed file itself is bad (truncated, corrupt, no or several images in a zip)."""
-
-
-def kind_of(path: Path) -> str | None:
-    """Compression by magic bytes (None: a raw image)."""
-    with open(path, "rb") as f:
-        head = f.read(8)
-    return next((kind for magic, kind in MAGIC if head.startswith(magic)), None)
-
-
-def kind_from_name(name: str) -> str | None:
-    return SUFFIXES.get(Path(name).suffix.lower())
-
-
-def raw_name(name: str) -> str:
-    """x.img.xz -> x.img; x.zip -> x.img; x -> x.img"""
-    stem = name[: -len(Path(name).suffix)] if kind_from_name(name) else name
-    return stem if stem.lower().endswith(".img") else stem + ".img"
-
-
-def tool_for(kind: str) -> str | None:
-    return TOOLS[kind][0] if kind in TOOLS else None
-
-
-def _xz_size(path: Path) -> int | None:
-    out = run(["xz", "--robot", "--list", str(path)], check=False).stdout.decode(errors="replace")
-    m = re.search(r"^totals\t\d+\t\d+\t\d+\t(\d+)", out, re.M)
-    return int(m.group(1)) if m else None
 
 
 def unpack(src: Path, dest: Path, *, where: str, key: str, size: int | None = None,
@@ -77,8 +42,8 @@ def unpack(src: Path, dest: Path, *, where: str, key: str, size: int | None = No
     kind = kind_of(src)
     if kind is None:
         raise DamagedArchive(where, f"{src.name} is not a compressed image", key=key)
-    if kind == "xz" and size is None:
-        size = _xz_size(src)
+    if size is None:
+        size = stream_size(src, kind)
     with atomic_output(dest) as tmp:
         if kind == "zip":
             with _zip_member(src, where, key) as (stream, member_size):
@@ -184,31 +149,13 @@ def _hash_behind(path: Path, proc: subprocess.Popen[bytes], size: int | None, de
 
 def _write(chunks: Iterator[bytes], tmp: Path, size: int | None, dest: Path, where: str,
            key: str) -> tuple[int, str]:
-    hasher = Hasher()
-    written = 0
     try:
         with progress.bytes_bar(f"unpack {dest.name}", size) as bar, open(tmp, "wb") as f:
             task = bar.add_task("unpack", total=size)
-            advance: Callable[[int], None] = lambda n: bar.advance(task, n)  # noqa: E731
-            for chunk in chunks:
-                hasher.update(chunk)
-                n = len(chunk)
-                if chunk[0] == 0 and chunk[-1] == 0 and chunk == bytes(n):
-                    f.seek(n, os.SEEK_CUR)  # a hole: sparse like the image's free space
-                else:
-                    f.write(chunk)
-                written += n
-                advance(n)
-            f.truncate(written)
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as e:
-        hasher.close()
-        raise _disk_full(e, tmp, dest, written, size, where, key) from None
-    except BaseException:
-        hasher.close()
-        raise
-    return written, hasher.hexdigest()
+            written, _, digest = write_hashed(chunks, f.fileno(), sparse=True, advance=lambda n: bar.advance(task, n))
+    except OutOfSpace as e:
+        raise _disk_full(e.error, tmp, dest, e.written, size, where, key) from None
+    return written, digest
 
 
 def _disk_full(e: OSError, tmp: Path, dest: Path, written: int, size: int | None, where: str, key: str) -> Exception:

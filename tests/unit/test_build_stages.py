@@ -18,13 +18,13 @@ import pytest
 from stages import accounts, edit, units
 from stages.accounts import Accounts
 from stages.baseimage import BUILD_TOOLS, BaseImage, BaseSpec
+from stages.build import source_stage
 from stages.edit import EditClose, EditOpen
 from stages.edits import RPI_REGENERATOR
 from stages.errors import UserError
 from stages.finalize import Finalize
 from stages.firstboot_unit import FirstbootUnit
 from stages.hwrng import Hwrng
-from stages.localbase import LocalBase
 from stages.overlays import Overlays
 from stages.packages import Packages, wanted_packages
 from stages.rootfs import OpenImage, detect_arch, detect_boot_mount, os_release
@@ -231,16 +231,17 @@ def test_overlays_refuse_a_missing_directory(tmp_path: Path, g: FakeGuest) -> No
 
 # -- stages without libguestfs -----------------------------------------------------------
 
-def test_local_base_checks_the_pinned_hash(tmp_path: Path) -> None:
+def test_a_local_base_checks_the_pinned_hash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENTROPI_CACHE", str(tmp_path / "cache"))
     img = tmp_path / "base.img"
     img.write_bytes(b"\0" * 4096)
     digest = hashlib.sha256(img.read_bytes()).hexdigest()
-    ctx = run(LocalBase(), Context(config(base__source="path", base__path=str(img), base__sha256=digest),
-                                   tmp_path, tmp_path))
-    assert ctx.state.base_image == img and ctx.manifest["inputs"][0]["sha256"] == digest
-    wrong = Context(config(base__source="path", base__path=str(img), base__sha256="0" * 64), tmp_path, tmp_path)
-    with pytest.raises(UserError, match="SHA-256 mismatch"):
-        run(LocalBase(), wrong)
+    good = config(base__source="path", base__path=str(img), base__sha256=digest)
+    ctx = run(source_stage(good), Context(good, tmp_path, tmp_path))
+    assert ctx.state.base_image == img and img.read_bytes() == b"\0" * 4096
+    bad = config(base__source="path", base__path=str(img), base__sha256="0" * 64)
+    with pytest.raises(UserError, match="(?i)sha-?256"):
+        run(source_stage(bad), Context(bad, tmp_path, tmp_path))
 
 
 def test_work_copy_copies_the_base_and_leaves_it_alone(tmp_path: Path) -> None:

@@ -266,10 +266,10 @@ def test_modules_load_conf_is_a_header_then_one_name_a_line() -> None:
     assert [x for x in modules_load_conf([]).splitlines() if not x.startswith("#")] == []
 
 
-@pytest.mark.parametrize("bad", ["", "two words", "x\ny", "../evil"])
-def test_modules_load_conf_refuses_what_is_not_a_module_name(bad: str) -> None:
-    with pytest.raises(UserError, match="hwrng.module"):
-        modules_load_conf([bad])
+def test_modules_load_conf_treats_an_unvalidated_name_as_a_programmer_error() -> None:
+    # hwrng.module is validated in config.py (tests/fixtures/bad/bad-module.toml)
+    with pytest.raises(ValueError):
+        modules_load_conf(["../evil"])
 
 
 # -- accounts ---------------------------------------------------------------------------
@@ -311,8 +311,8 @@ def test_set_password_hash_keeps_a_missing_final_newline() -> None:
 
 
 @pytest.mark.parametrize("bad", ["", "a:b", "x\ny"])
-def test_set_password_hash_refuses_a_hash_that_would_break_the_file(bad: str) -> None:
-    with pytest.raises(UserError, match="users.password_hash"):
+def test_set_password_hash_treats_a_hash_that_would_break_the_file_as_a_programmer_error(bad: str) -> None:
+    with pytest.raises(ValueError):
         set_password_hash(SHADOW, "pi", bad)
 
 
@@ -365,7 +365,6 @@ def test_rename_user_to_itself_changes_nothing() -> None:
     ("ghost", "ada", "no user ghost"),
     ("pi", "daemon", "user daemon exists already"),
     ("pi", "kiosk", "group kiosk exists already"),
-    ("pi", "Bad Name", "not a valid user name"),
 ])
 def test_rename_user_impossible_requests_are_user_errors(old: str, new: str, message: str) -> None:
     with pytest.raises(UserError, match=message):
@@ -396,7 +395,6 @@ def test_add_user_on_a_fresh_image_takes_1000_and_fills_empty_member_lists() -> 
 @pytest.mark.parametrize(("name", "message"), [
     ("pi", "user pi exists already"),
     ("kiosk", "group kiosk exists already"),
-    ("1up", "not a valid user name"),
 ])
 def test_add_user_impossible_requests_are_user_errors(name: str, message: str) -> None:
     with pytest.raises(UserError, match=message):
@@ -437,11 +435,10 @@ def test_rngd_defaults_for_rng_tools5_names_the_device_in_the_options() -> None:
     assert "fill at most half" in out
 
 
-def test_rngd_defaults_refuses_a_device_that_is_not_a_dev_path() -> None:
-    with pytest.raises(UserError, match="rngd.device"):
+def test_rngd_defaults_treats_an_unvalidated_device_as_a_programmer_error() -> None:
+    # rngd.device is validated in config.py (tests/fixtures/bad/rngd-device*.toml)
+    with pytest.raises(ValueError):
         rngd_defaults("rng-tools5", '/dev/hwrng" --evil', 128)
-    with pytest.raises(UserError, match="/etc/default/rng-tools:"):
-        rngd_defaults("rng-tools5", "hwrng", 128)
 
 
 @pytest.mark.parametrize(("package", "bits"), [("none", 128), ("rng-tools", 128), ("rng-tools-debian", 0)])

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+import lzma
 import os
 import re
 import signal
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from stages.build import build_stages
 from stages.config import load_recipe
 from stages.errors import UserError
 from stages.fetch import Fetch, fetch, fetch_base
@@ -217,6 +220,25 @@ def test_local_path_compressed_is_unpacked_into_the_cache_raw_is_used_in_place(
     assert fetch_base(load_recipe(write_recipe(tmp_path, path=str(fx["img"])))) == fx["img"]
     with pytest.raises(UserError, match=r"base\.sha256: SHA-256 mismatch for base\.img: expected 3{64}, got"):
         fetch_base(load_recipe(write_recipe(tmp_path, path=str(fx["img"]), sha256="3" * 64)))
+
+
+@pytest.mark.parametrize("kind", ["xz", "gz"])
+def test_compressed_base_path_is_accepted_alike_by_build_and_fetch(tmp_path: Path, cache: Path, kind: str) -> None:
+    need_tools("xz" if kind == "xz" else "gzip")
+    raw = b"entropi base\n" * 4096 + bytes(1 << 20) + b"tail"
+    packed = tmp_path / f"base.img.{kind}"
+    packed.write_bytes(lzma.compress(raw) if kind == "xz" else gzip.compress(raw))
+    before = sha(packed)
+    config = load_recipe(write_recipe(tmp_path, path=str(packed)))
+    by_fetch = fetch_base(config)  # invoke fetch
+    ctx = Context(config, tmp_path / "out", tmp_path / "work")
+    stage = build_stages(config)[0]  # invoke build's first stage
+    stage.check(ctx)
+    stage.run(ctx)
+    assert ctx.state.base_image == by_fetch and by_fetch.is_relative_to(cache / "downloads")
+    assert by_fetch.name == "base.img" and by_fetch.read_bytes() == raw
+    assert ctx.manifest["base"]["source"] == "path" and ctx.manifest["base"]["download_sha256"] == before
+    assert sha(packed) == before
 
 
 # --- GPG ---------------------------------------------------------------------------------------

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from stages.compression import TOOLS, data_runs
 from stages.errors import UserError
-from stages.flash import _data_runs, ask, check_file_target, flash
+from stages.flash import ask, check_file_target, flash
 from stages.flash_device import Device, family, parse_mountinfo, refuse_unsafe, users
 from stages.flash_source import open_source, parse_bmap
 
@@ -184,7 +185,7 @@ def test_bmap_is_found_for_compressed_images_and_its_last_block_is_clipped(tmp_p
     (tmp_path / "x.img.bmap").write_text(BMAP.format(a=hashlib.sha256(b"a").hexdigest(), b="00"))
     (tmp_path / "x.img.xz").write_bytes(b"")
     src = open_source(tmp_path / "x.img.xz")
-    assert src.bmap is not None and src.size == 10000 and src.decompress == ["xz", "-dc", str(tmp_path / "x.img.xz")]
+    assert src.bmap is not None and src.size == 10000 and src.decompress == [*TOOLS["xz"], str(tmp_path / "x.img.xz")]
     assert list(src.bmap.spans()) == [(0, 4096, hashlib.sha256(b"a").hexdigest()), (8192, 1808, "00")]
     assert src.bmap.mapped_bytes == 4096 + 1808
 
@@ -203,9 +204,9 @@ def test_sparse_writer_keeps_zero_blocks_as_holes() -> None:
     zero = bytes(4 * MIB)
     chunk = bytearray(4 * MIB)
     chunk[5] = chunk[4096 + 7] = chunk[3 * 4096] = chunk[-1] = 1
-    assert _data_runs(bytes(chunk), zero) == [(0, 2 * 4096), (3 * 4096, 4 * 4096), (4 * MIB - 4096, 4 * MIB)]
-    assert _data_runs(zero[:100], zero) == []
-    assert _data_runs(b"\1" * 100, zero) == [(0, 100)]
+    assert data_runs(bytes(chunk), zero) == [(0, 2 * 4096), (3 * 4096, 4 * 4096), (4 * MIB - 4096, 4 * MIB)]
+    assert data_runs(zero[:100], zero) == []
+    assert data_runs(b"\1" * 100, zero) == [(0, 100)]
 
 
 def test_invoke_flash_prints_one_line_and_exits_2(tmp_path: Path, root_dir: Path) -> None:

@@ -1,0 +1,56 @@
+"""`invoke boot-test` reads what the build recorded: the manifest decides, not the task."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stages.boottest_run import boot_test, boot_test_for, password_expected, read_manifest
+from stages.errors import UserError
+
+
+def _manifest(password: bool, expansion: str | None = None) -> dict[str, Any]:
+    return {"settings": {"users": {"name": "ada"}, "boot_test": {"timeout": 321},
+                         # "auto" here: the recorded decision below, not the setting, is what counts
+                         "ssh": {"key_types": ["ed25519", "ecdsa", "rsa"], "password_authentication": "auto"}},
+            "image": {"arch": "armhf", "first_boot_expansion": expansion},
+            "ssh": {"password_authentication": password}}
+
+
+def _image(tmp_path: Path, manifest: dict[str, Any] | None) -> Path:
+    image = tmp_path / "x.img"
+    image.write_bytes(b"\0" * 512)
+    if manifest is not None:
+        (tmp_path / "x.manifest.json").write_text(json.dumps(manifest))
+    return image
+
+
+@pytest.mark.parametrize("recorded", [True, False])
+def test_password_login_expectation_is_the_one_the_accounts_stage_recorded(tmp_path: Path, recorded: bool) -> None:
+    image = _image(tmp_path, _manifest(recorded))
+    assert password_expected(read_manifest(image), image) is recorded
+
+
+def test_a_manifest_without_the_recorded_decision_is_a_user_error(tmp_path: Path) -> None:
+    manifest = _manifest(True)
+    del manifest["ssh"]
+    image = _image(tmp_path, manifest)
+    with pytest.raises(UserError, match="does not record ssh.password_authentication"):
+        password_expected(read_manifest(image), image)
+
+
+def test_boot_test_arguments_come_from_the_manifest(tmp_path: Path) -> None:
+    image = _image(tmp_path, _manifest(False, "entropi-growroot.service"))
+    run = boot_test_for(image, str(tmp_path / "key"), read_manifest(image))
+    assert (run.arch, run.user, run.timeout, run.key) == ("armhf", "ada", 321, tmp_path / "key")
+    assert (run.reset_at_key, run.key_count, run.growroot, run.out_dir) == ("rsa", 3, True, tmp_path)
+
+
+def test_an_image_without_a_manifest_or_no_image_at_all_is_a_user_error(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="no x.manifest.json beside the image"):
+        boot_test(str(_image(tmp_path, None)), "", "")
+    with pytest.raises(UserError, match="nothing to boot"):
+        boot_test("", "", "")
