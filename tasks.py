@@ -21,7 +21,7 @@ from invoke.tasks import task
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from stages.errors import Interrupted, UserError  # noqa: E402
+from stages.core.errors import Interrupted, UserError  # noqa: E402
 
 DEFAULT_RECIPE = "pipeline.toml"
 F = TypeVar("F", bound=Callable[..., Any])
@@ -50,7 +50,7 @@ def _pytest(c: Context, *args: str) -> None:
 @user_errors
 def recipe_check(c: Context, recipe: str = DEFAULT_RECIPE) -> None:
     """Validate a recipe and print its resolved settings."""
-    from stages.config import load_recipe, resolved_toml
+    from stages.core.config import load_recipe, resolved_toml
 
     print(resolved_toml(load_recipe(recipe)))
 
@@ -65,8 +65,8 @@ def build(c: Context, recipe: str = DEFAULT_RECIPE, out: str = "") -> None:
     rng-tools, strips every pre-baked secret, sets accounts and SSH, and installs the
     first-boot unit that makes host keys once the kernel has entropy.
     """
-    from stages.build import build as run_build
-    from stages.config import load_recipe
+    from stages.build.pipeline import build as run_build
+    from stages.core.config import load_recipe
 
     config = load_recipe(recipe)
     manifest = run_build(config, Path(out or config.output.dir))
@@ -83,8 +83,8 @@ def fetch(c: Context, recipe: str = DEFAULT_RECIPE, verify: bool = False) -> Non
     Handles base.release (Raspberry Pi Imager catalogue), base.url (+ sha256 or sha256_url,
     optional signature_url + signing_key) and base.path. Interrupted downloads resume.
     """
-    from stages.config import load_recipe
-    from stages.fetch import fetch_base
+    from stages.core.config import load_recipe
+    from stages.source.fetch import fetch_base
 
     print(fetch_base(load_recipe(recipe), full_verify=verify))
 
@@ -100,8 +100,8 @@ def boot_test(c: Context, image: str = "", recipe: str = "", key: str = "") -> N
     Writes out/NAME.boot-report.json and out/NAME.boot.log; exits 1 when a check fails.
     Cards are qcow2 overlays: the image itself is never changed.
     """
-    from stages.boottest import summary
-    from stages.boottest_run import boot_test as run_boot_test
+    from stages.boottest.cards import summary
+    from stages.boottest.run import boot_test as run_boot_test
 
     report = run_boot_test(image, recipe, key)
     print(summary(report))
@@ -115,7 +115,7 @@ def boot_test(c: Context, image: str = "", recipe: str = "", key: str = "") -> N
 def base_image(c: Context, arch: str = "arm64", suite: str = "bookworm",
                mirror: str = "http://deb.debian.org/debian") -> None:
     """Build (or reuse from ~/.cache/entropi/base) a Pi-style image from Debian packages; print its path."""
-    from stages.baseimage import BaseSpec, ensure_base
+    from stages.source.debian_base import BaseSpec, ensure_base
 
     if arch not in ("arm64", "armhf"):
         raise UserError("base-image", f"--arch {arch!r} is not supported", hint="use arm64 or armhf")
@@ -140,7 +140,7 @@ def flash(c: Context, image: str, device: str, yes: bool = False, to_file: bool 
     """
     import json
 
-    from stages.flash import flash as run_flash
+    from stages.flash.write import flash as run_flash
 
     report = run_flash(Path(image), Path(device), yes=yes, to_file=to_file,
                        force_non_removable=force_non_removable, hostname=hostname or None)
@@ -150,15 +150,16 @@ def flash(c: Context, image: str, device: str, yes: bool = False, to_file: bool 
 @task
 def recipe_doc(c: Context) -> None:
     """Print every recipe setting with its default and help."""
-    from stages.config import describe_settings
+    from stages.core.config import describe_settings
 
     print(describe_settings())
 
 
 @task(help={"fast": "Unit tests and linters only (seconds, no root).", "k": "Only tests matching this expression."})
 def test(c: Context, fast: bool = False, k: str = "") -> None:
-    """Run the test suite (all of it: unit, lint, integration, boot)."""
-    _pytest(c, "tests/unit" if fast else "tests", *(["-k", k] if k else []))
+    """Run the test suite (all of it: unit, lint, first-boot element, integration, boot)."""
+    paths = ["tests/unit", "firstboot/tests"] if fast else ["tests", "firstboot/tests"]
+    _pytest(c, *paths, *(["-k", k] if k else []))
 
 
 @task
@@ -175,7 +176,7 @@ def clean(c: Context, all: bool = False) -> None:
             shutil.rmtree(path)
             print(f"removed {path}")
     if all:
-        from stages.util import cache_dir
+        from stages.core.util import cache_dir
 
         cache = cache_dir()
         if cache.exists():

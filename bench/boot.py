@@ -20,9 +20,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from stages.baseboot import baked_keys, boot_base, key_types  # noqa: E402
-from stages.baseimage import BaseSpec, ensure_base  # noqa: E402
-from stages.qemu import QEMU  # noqa: E402
+from stages.boottest.base_boot import baked_keys, boot_base, key_types  # noqa: E402
+from stages.boottest.machine import QEMU  # noqa: E402
+from stages.source.debian_base import BaseSpec, ensure_base  # noqa: E402
 
 
 def main() -> None:

@@ -17,10 +17,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from stages.baseimage import BaseSpec, ensure_base  # noqa: E402
-from stages.build import build  # noqa: E402
-from stages.config import load_recipe  # noqa: E402
-from stages.disk import read_mbr  # noqa: E402
+from stages.build.pipeline import build  # noqa: E402
+from stages.core.config import load_recipe  # noqa: E402
+from stages.image.disk import read_mbr  # noqa: E402
+from stages.source.debian_base import BaseSpec, ensure_base  # noqa: E402
 
 CLASSIC = r"""
 set -e

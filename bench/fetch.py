@@ -5,9 +5,9 @@ so xz decompresses at the speed it has on real OS images) is made in /tmp once p
 deleted at the end. It is served by the test server on 127.0.0.1 (os.sendfile, threaded, in
 its own process) and fetched by:
 
-- ``curl -s -o FILE URL`` and by ``stages.download.download`` (which also hashes as it goes);
+- ``curl -s -o FILE URL`` and by ``stages.source.download.download`` (which also hashes as it goes);
 - its ``.xz`` (single block, as one ``xz`` process writes it; then multi-block, as ``xz -T``
-  writes it) unpacked by ``xz -dc > FILE`` and by ``stages.unpack.unpack`` (``xz -dc -T0``
+  writes it) unpacked by ``xz -dc > FILE`` and by ``stages.source.unpack.unpack`` (``xz -dc -T0``
   writing the file itself, sparse; SHA-256 read behind it as it grows; fsync before the rename).
 
 Each pair runs RUNS times, alternating; medians are printed as ``name: value unit`` and ratios
@@ -29,8 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from stages.download import download  # noqa: E402
-from stages.unpack import unpack  # noqa: E402
+from stages.source.download import download  # noqa: E402
+from stages.source.unpack import unpack  # noqa: E402
 
 SIZE = 1 << 30
 RUNS = 3

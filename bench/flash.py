@@ -19,9 +19,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from stages.flash import flash  # noqa: E402
-from stages.flash_sample import MIB, make_sample_image  # noqa: E402
-from stages.flash_source import open_source  # noqa: E402
+from stages.flash.source import open_source  # noqa: E402
+from stages.flash.write import flash  # noqa: E402
+from tests.support.flash_sample import MIB, make_sample_image  # noqa: E402
 
 BUILT = ROOT / "out" / "debian-arm64.img"
 RUNS = 5

@@ -38,7 +38,7 @@ def base_arm64() -> Path:
     """The cached Debian-built arm64 base image (built on first use, minutes)."""
     need_root()
     need_tools("mmdebstrap", "mkfs.vfat", "mcopy", "sfdisk")
-    from stages.baseimage import BaseSpec, ensure_base
+    from stages.source.debian_base import BaseSpec, ensure_base
 
     with timed("base image", "arm64 (bookworm)"):
         return ensure_base(BaseSpec("arm64"))
@@ -49,7 +49,7 @@ def base_armhf() -> Path:
     """The cached Debian-built armhf base image (legacy /boot layout)."""
     need_root()
     need_tools("mmdebstrap", "mkfs.vfat", "mcopy", "sfdisk")
-    from stages.baseimage import BaseSpec, ensure_base
+    from stages.source.debian_base import BaseSpec, ensure_base
 
     with timed("base image", "armhf (bookworm)"):
         return ensure_base(BaseSpec("armhf"))
@@ -85,8 +85,8 @@ def write_test_recipe(directory: Path, arch: str, pubkey: Path) -> Path:
 @pytest.fixture(scope="session")
 def built_arm64(base_arm64: Path, user_key: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """out/ci-arm64.img built by the real pipeline from the Debian arm64 base (built once per session)."""
-    from stages.build import build
-    from stages.config import load_recipe
+    from stages.build.pipeline import build
+    from stages.core.config import load_recipe
 
     work = tmp_path_factory.mktemp("build-arm64")
     recipe = write_test_recipe(work, "arm64", user_key.with_suffix(".pub"))
@@ -98,8 +98,8 @@ def built_arm64(base_arm64: Path, user_key: Path, tmp_path_factory: pytest.TempP
 @pytest.fixture(scope="session")
 def built_armhf(base_armhf: Path, user_key: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """out/ci-armhf.img: the legacy layout (boot partition at /boot), built by the real pipeline."""
-    from stages.build import build
-    from stages.config import load_recipe
+    from stages.build.pipeline import build
+    from stages.core.config import load_recipe
 
     work = tmp_path_factory.mktemp("build-armhf")
     recipe = write_test_recipe(work, "armhf", user_key.with_suffix(".pub"))

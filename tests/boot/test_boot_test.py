@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from stages.disk import read_mbr
+from stages.image.disk import read_mbr
 from tests.conftest import ROOT, need_tools
 
 pytestmark = pytest.mark.boot

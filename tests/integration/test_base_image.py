@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from stages.baseimage import BOOT_MIB, BaseSpec
-from stages.disk import read_mbr
-from stages.guest import open_guest
+from stages.image.disk import read_mbr
+from stages.image.guest import open_guest
+from stages.source.debian_base import BOOT_MIB, BaseSpec
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration

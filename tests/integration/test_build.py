@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from stages.baseimage import sidecar
-from stages.disk import read_mbr
-from stages.guest import host_kernel, open_guest, unpack_kernel
-from stages.util import sha256_file
+from stages.core.util import sha256_file
+from stages.image.disk import read_mbr
+from stages.image.guest import host_kernel, open_guest, unpack_kernel
+from stages.source.debian_base import sidecar
 from tests.conftest import PASSWORD_HASH
 
 pytestmark = pytest.mark.integration
@@ -143,8 +143,8 @@ def test_armhf_shrunk_file_ends_with_a_clean_root_and_growroot_is_installed(buil
 
 def test_building_over_its_own_output_changes_nothing_twice(built_arm64: Path, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    from stages.build import build
-    from stages.config import load_recipe
+    from stages.build.pipeline import build
+    from stages.core.config import load_recipe
 
     monkeypatch.setenv("ENTROPI_HOST_APT", "0")  # this time apt runs inside the chroot (the fallback)
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import need_root, need_tools
-from tests.fetch_fixtures import cached_files, error_lines, invoke_fetch, make_fixtures, sha, write_recipe
-from tests.httpserver import HTTPTestServer
+from tests.support.fetch_fixtures import cached_files, error_lines, invoke_fetch, make_fixtures, sha, write_recipe
+from tests.support.httpserver import HTTPTestServer
 
 pytestmark = pytest.mark.integration
 

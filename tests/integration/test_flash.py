@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from stages.errors import UserError
-from stages.flash import flash
-from stages.flash_sample import MIB, make_sample_image
-from stages.flash_source import parse_bmap, verify_bmap
+from stages.core.errors import UserError
+from stages.flash.source import parse_bmap, verify_bmap
+from stages.flash.write import flash
 from tests.conftest import need_root, need_tools
+from tests.support.flash_sample import MIB, make_sample_image
 
 pytestmark = pytest.mark.integration
 IMG_SIZE = 64 * MIB

@@ -1,4 +1,4 @@
-"""stages.edit's file helpers on a real appliance: pread/write paths and upload for big files."""
+"""stages.image.guest_files's file helpers on a real appliance: pread/write paths and upload for big files."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from stages.edit import CHUNK, put_file, read_bytes, read_text, write_text
-from stages.guest import open_guest
+from stages.image.guest import open_guest
+from stages.image.guest_files import CHUNK, put_file, read_bytes, read_text, write_text
 
 pytestmark = pytest.mark.integration
 

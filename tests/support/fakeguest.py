@@ -1,4 +1,4 @@
-"""A directory-backed stand-in for a libguestfs handle (stages.handle.GuestHandle).
+"""A directory-backed stand-in for a libguestfs handle (stages.image.handle.GuestHandle).
 
 Each partition is a directory on the host; ``mount`` places it in the guest's tree as
 libguestfs does, so guest paths like /boot/firmware/config.txt land in the boot directory.
@@ -201,7 +201,7 @@ class FakeGuest:
 
 
 class FakeLaunch:
-    """Stands for stages.guest.Launch: an appliance already booted, handed over by ``handle``."""
+    """Stands for stages.image.guest.Launch: an appliance already booted, handed over by ``handle``."""
 
     def __init__(self, g: FakeGuest) -> None:
         self.g = g

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from stages.boottest_run import boot_test, boot_test_for, password_expected, read_manifest
-from stages.errors import UserError
+from stages.boottest.run import boot_test, boot_test_for, password_expected, read_manifest
+from stages.core.errors import UserError
 
 
 def _manifest(password: bool, expansion: str | None = None) -> dict[str, Any]:

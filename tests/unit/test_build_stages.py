@@ -15,23 +15,25 @@ from typing import Any
 
 import pytest
 
-from stages import accounts, edit, units
-from stages.accounts import Accounts
-from stages.baseimage import BUILD_TOOLS, BaseImage, BaseSpec
-from stages.build import source_stage
-from stages.edit import EditClose, EditOpen
-from stages.edits import RPI_REGENERATOR
-from stages.errors import UserError
-from stages.finalize import Finalize
-from stages.firstboot_unit import FirstbootUnit
-from stages.hwrng import Hwrng
-from stages.overlays import Overlays
-from stages.packages import Packages, wanted_packages
-from stages.rootfs import OpenImage, detect_arch, detect_boot_mount, os_release
-from stages.runner import Context
-from stages.secrets import Secrets
-from stages.shrink import GROWROOT, GROWROOT_UNIT, Expansion, Shrink
-from stages.workcopy import WorkCopy
+from stages.build import accounts
+from stages.build.accounts import Accounts
+from stages.build.finalize import Finalize
+from stages.build.firstboot_unit import FirstbootUnit
+from stages.build.hwrng import Hwrng
+from stages.build.open_image import OpenImage, detect_arch, detect_boot_mount, os_release
+from stages.build.overlays import Overlays
+from stages.build.packages import Packages, wanted_packages
+from stages.build.pipeline import source_stage
+from stages.build.secrets import Secrets
+from stages.build.shrink import GROWROOT, GROWROOT_UNIT, Expansion, Shrink
+from stages.build.work_copy import WorkCopy
+from stages.core.errors import UserError
+from stages.core.runner import Context
+from stages.image import guest_files as edit
+from stages.image import units
+from stages.image.guest_files import EditClose, EditOpen
+from stages.source.debian_base import BUILD_TOOLS, BaseImage, BaseSpec
+from stages.textedit.edits import RPI_REGENERATOR
 from tests.support.fakeguest import FakeGuest, FakeLaunch
 from tests.support.images import BOOT, HASH, KEY, config, context, make_image
 

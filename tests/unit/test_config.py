@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from stages.config import describe_settings, iter_settings, load_recipe, parse_size, resolved_toml
-from stages.errors import UserError
+from stages.core.config import describe_settings, iter_settings, load_recipe, parse_size, resolved_toml
+from stages.core.errors import UserError
 from tests.conftest import FIXTURES, ROOT
 
 BAD = sorted((FIXTURES / "bad").glob("*.toml"))

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from stages.edits import (
+from stages.core.errors import UserError
+from stages.textedit.edits import (
     add_user,
     deferring_regenerator,
     enable_hwrng_config,
@@ -22,7 +23,6 @@ from stages.edits import (
     user_entry,
     with_diversion,
 )
-from stages.errors import UserError
 from tests.conftest import FIXTURES
 
 CONFIGS = sorted((FIXTURES / "config_txt").glob("*.txt"))

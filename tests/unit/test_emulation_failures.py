@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from stages.baseboot import Attempt, boot_base
-from stages.boottest import RETRIES, Boot, BootTest, summary
-from stages.disk import Partition
-from stages.qemu import BootFiles, Failure, Machine, find_failure
+from stages.boottest.base_boot import Attempt, boot_base
+from stages.boottest.cards import RETRIES, Boot, BootTest, summary
+from stages.boottest.machine import BootFiles, Failure, Machine, find_failure
+from stages.image.disk import Partition
 
 EMULATOR_FAULTS = [  # (name, real console line)
     ("sd-host-timeout", "[   53.251909] sdhost-bcm2835 3f202000.mmc: timeout waiting for hardware interrupt."),
@@ -172,7 +172,7 @@ def test_a_good_card_boots_once(tmp_path: Path, image: Path) -> None:
 
 
 def test_the_warning_prints_the_console_line_as_it_is(capsys: pytest.CaptureFixture[str]) -> None:
-    from stages import progress
+    from stages.core import progress
 
     progress.warn("boot A1 (pc : bcm2835_finish_data+0x38/0xa8 [bcm2835])")
     out = capsys.readouterr()
@@ -196,7 +196,7 @@ def _scripted_boot_once(results: list[Attempt]) -> tuple[list[str], object]:
 ])
 def test_the_base_boot_retries_only_an_emulator_fault_and_only_once(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, first: Failure, boots: int) -> None:
-    import stages.baseboot as bb
+    import stages.boottest.base_boot as bb
 
     again = Attempt(tmp_path / "b", failure=first)
     labels, fake = _scripted_boot_once([Attempt(tmp_path / "a", failure=first), again])
@@ -207,7 +207,7 @@ def test_the_base_boot_retries_only_an_emulator_fault_and_only_once(
 
 
 def test_the_qemu_command_line_keeps_the_images_options_and_adds_rodata_off_only_on_armhf() -> None:
-    from stages.qemu import qemu_cmdline
+    from stages.boottest.machine import qemu_cmdline
 
     original = ("console=serial0,115200 console=tty1 root=PARTUUID=6f495daa-02 rootfstype=ext4 "
                 "fsck.repair=yes fsck.mode=force rodata=full rootwait quiet")

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from stages.build import build_stages
-from stages.config import load_recipe
-from stages.errors import UserError
-from stages.fetch import Fetch, fetch, fetch_base
-from stages.runner import Context
+from stages.build.pipeline import build_stages
+from stages.core.config import load_recipe
+from stages.core.errors import UserError
+from stages.core.runner import Context
+from stages.source.fetch import Fetch, fetch, fetch_base
 from tests.conftest import ROOT, need_tools
-from tests.fetch_fixtures import cached_files, error_lines, invoke_fetch, make_fixtures, sha, write_recipe
-from tests.httpserver import Fault, HTTPTestServer
+from tests.support.fetch_fixtures import cached_files, error_lines, invoke_fetch, make_fixtures, sha, write_recipe
+from tests.support.httpserver import Fault, HTTPTestServer
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def srv() -> Iterator[HTTPTestServer]:
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     c = tmp_path / "cache"
     monkeypatch.setenv("ENTROPI_CACHE", str(c))
-    monkeypatch.setattr("stages.download.BACKOFF", 0.05)
+    monkeypatch.setattr("stages.source.download.BACKOFF", 0.05)
     return c
 
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from stages.compression import TOOLS, data_runs
-from stages.errors import UserError
-from stages.flash import ask, check_file_target, flash
-from stages.flash_device import Device, family, parse_mountinfo, refuse_unsafe, users
-from stages.flash_source import open_source, parse_bmap
+from stages.core.errors import UserError
+from stages.flash.device import Device, family, parse_mountinfo, refuse_unsafe, users
+from stages.flash.source import open_source, parse_bmap
+from stages.flash.write import ask, check_file_target, flash
+from stages.source.compression import TOOLS, data_runs
 
 MIB = 1 << 20
 

@@ -1,4 +1,4 @@
-"""stages.guest: which kernel a TCG appliance boots (the host kernel unpacked, PVH entry)."""
+"""stages.image.guest: which kernel a TCG appliance boots (the host kernel unpacked, PVH entry)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from stages.guest import XEN_ELFNOTE_PHYS32_ENTRY, has_pvh_entry, host_kernel, unpack_kernel
+from stages.image.guest import XEN_ELFNOTE_PHYS32_ENTRY, has_pvh_entry, host_kernel, unpack_kernel
 
 
 def elf_with_note(name: bytes, ntype: int, elf_class: int = 2) -> bytes:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from stages.config import Config, load_recipe
-from stages.errors import UserError
-from stages.runner import Context, Stage, run_stages
+from stages.core.config import Config, load_recipe
+from stages.core.errors import UserError
+from stages.core.runner import Context, Stage, run_stages
 from tests.conftest import ROOT
 
 

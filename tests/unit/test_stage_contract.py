@@ -11,19 +11,19 @@ from typing import Any
 
 import pytest
 
-from stages import edit
-from stages.accounts import Accounts
-from stages.build import build_stages
-from stages.config import load_recipe
-from stages.edit import EditClose, EditOpen
-from stages.firstboot_unit import FirstbootUnit
-from stages.handle import GuestHandle
-from stages.hwrng import Hwrng
-from stages.overlays import Overlays
-from stages.runner import Context, Stage, unprovided_reads
-from stages.secrets import Secrets
-from stages.shrink import Expansion
-from stages.state import FIELDS, BuildState
+from stages.build.accounts import Accounts
+from stages.build.firstboot_unit import FirstbootUnit
+from stages.build.hwrng import Hwrng
+from stages.build.overlays import Overlays
+from stages.build.pipeline import build_stages
+from stages.build.secrets import Secrets
+from stages.build.shrink import Expansion
+from stages.core.config import load_recipe
+from stages.core.runner import Context, Stage, unprovided_reads
+from stages.core.state import FIELDS, BuildState
+from stages.image import guest_files as edit
+from stages.image.guest_files import EditClose, EditOpen
+from stages.image.handle import GuestHandle
 from tests.conftest import ROOT
 from tests.support.fakeguest import FakeGuest, FakeLaunch
 from tests.support.images import HASH, KEY, config, context, make_image

@@ -1,0 +1,1 @@
+"""`invoke boot-test`: boot the output under QEMU, read the guest's evidence, judge the checks."""

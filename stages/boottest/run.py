@@ -1,0 +1,86 @@
+"""`invoke boot-test`: what to boot, and how, read from what the build recorded.
+
+The task only parses its options and calls ``boot_test``: this module builds the recipe
+when asked (with a throwaway login key when none is given), reads the image's manifest
+and turns it into a BootTest.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from stages.boottest.cards import BootTest, base_keys_for, check_image
+from stages.build.pipeline import build
+from stages.core.config import Config, load_recipe
+from stages.core.errors import UserError
+from stages.core.util import run
+
+
+def throwaway_key(out_dir: Path, name: str) -> Path:
+    """A fresh passphrase-less ed25519 key (and its .pub) in ``out_dir``, for the login check."""
+    key = (out_dir / f".{name}-boot-test-key").resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in (key, key.with_suffix(".pub")):
+        old.unlink(missing_ok=True)
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "entropi-boot-test", "-f", str(key)],
+        hint="ssh-keygen (openssh-client) makes the throwaway login key; or pass --key")
+    return key
+
+
+def build_for_boot_test(recipe: str, key: str) -> tuple[Path, str]:
+    """Build ``recipe`` (adding a throwaway key's .pub when no ``key`` is given). -> (image, key)"""
+    config: Config = load_recipe(recipe)
+    out = Path(config.output.dir)
+    if not key:
+        made = throwaway_key(out, config.name)
+        key = str(made)
+        config = load_recipe(recipe, {"users.authorized_keys": [*config.users.authorized_keys,
+                                                                 str(made.with_suffix(".pub"))]})
+    build(config, out)
+    return out / f"{config.name}.img", key
+
+
+def read_manifest(image: Path) -> dict[str, Any]:
+    """The manifest the build wrote beside ``image`` (NAME.manifest.json)."""
+    path = image.with_name(image.name.removesuffix(".img") + ".manifest.json")
+    if not path.is_file():
+        raise UserError(str(image), f"no {path.name} beside the image",
+                        hint="boot-test reads what the build recorded; boot an image made by invoke build "
+                             "(or boot-test --recipe R)")
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def password_expected(manifest: dict[str, Any], image: Path) -> bool:
+    """Whether sshd takes passwords, as the accounts stage decided and recorded it."""
+    allowed = manifest.get("ssh", {}).get("password_authentication")
+    if not isinstance(allowed, bool):
+        raise UserError(str(image), "the manifest does not record ssh.password_authentication",
+                        hint="rebuild the image with this version of entropi")
+    return allowed
+
+
+def boot_test_for(image: Path, key: str, manifest: dict[str, Any]) -> BootTest:
+    """The BootTest of ``image``, its settings taken from the build's ``manifest``."""
+    settings = manifest["settings"]
+    return BootTest(image, manifest["image"]["arch"], key=Path(key) if key else None,
+                    user=settings["users"]["name"], out_dir=image.parent,
+                    timeout=settings["boot_test"]["timeout"], base_keys=base_keys_for(manifest),
+                    reset_at_key=settings["ssh"]["key_types"][-1],
+                    growroot=manifest["image"].get("first_boot_expansion") == "entropi-growroot.service",
+                    key_count=len(settings["ssh"]["key_types"]))
+
+
+def boot_test(image: str, recipe: str, key: str) -> dict[str, Any]:
+    """Boot-test ``image`` (or the output of building ``recipe``); returns the report."""
+    if not image and not recipe:
+        raise UserError("boot-test", "nothing to boot", hint="pass --image out/NAME.img or --recipe R")
+    if recipe:
+        built, key = build_for_boot_test(recipe, key)
+        image = str(built)
+    path = Path(image)
+    check_image(path)
+    manifest = read_manifest(path)
+    return boot_test_for(path, key, manifest).run(password_expected=password_expected(manifest, path))

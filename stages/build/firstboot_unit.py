@@ -1,0 +1,62 @@
+"""Install entropi's first-boot unit (firstboot/) with its settings from the recipe."""
+
+from __future__ import annotations
+
+import json
+
+from stages.core.errors import UserError
+from stages.core.paths import FIRSTBOOT
+from stages.core.runner import Context, Stage
+from stages.core.state import need
+from stages.image import units
+from stages.image.guest_files import put_file, write_text
+from stages.image.handle import GuestHandle
+
+PROGRAM = "/usr/lib/entropi/entropi-firstboot"
+PROBE = "/usr/lib/entropi/entropi-probe"  # runs only when the boot test asks (systemd.wants=)
+UNIT = "entropi-firstboot.service"
+
+
+def install(g: GuestHandle, name: str, dest: str, mode: int) -> None:
+    """Copy firstboot/NAME into the image at ``dest`` with ``mode``."""
+    put_file(g, FIRSTBOOT / name, dest, mode)
+
+
+def firstboot_settings(ctx: Context) -> dict[str, object]:
+    ssh, fb = ctx.config.ssh, ctx.config.firstboot
+    bits = {"rsa": ssh.rsa_bits, "ecdsa": ssh.ecdsa_bits}
+    return {
+        "key_types": [{"type": t, **({"bits": bits[t]} if t in bits else {})} for t in ssh.key_types],
+        "wait_timeout": fb.wait_timeout, "on_timeout": fb.on_timeout, "min_entropy": fb.min_entropy,
+        "boot_dir": need(ctx.state.boot_mount, "boot_mount"),
+    }
+
+
+class FirstbootUnit(Stage):
+    name = "first-boot unit"
+    reads = frozenset({"g", "boot_mount", "image"})
+
+    def check(self, ctx: Context) -> None:
+        for name in ("entropi-firstboot", "entropi-probe", "entropi-probe.service", UNIT):
+            if not (FIRSTBOOT / name).is_file():
+                raise UserError(str(FIRSTBOOT), f"{name} is missing", hint="restore firstboot/ from git")
+
+    def run(self, ctx: Context) -> None:
+        g = need(ctx.state.g, "g")
+        if not g.exists("/usr/bin/python3") and not g.exists("/bin/python3"):
+            raise UserError(str(ctx.state.image), "the image has no python3 for the first-boot unit",
+                            key="packages.install", hint="add python3-minimal to packages.install")
+        g.mkdir_p("/usr/lib/entropi")
+        install(g, "entropi-firstboot", PROGRAM, 0o755)
+        install(g, "entropi-probe", PROBE, 0o755)
+        install(g, "entropi-probe.service", "/etc/systemd/system/entropi-probe.service", 0o644)
+        install(g, UNIT, f"/etc/systemd/system/{UNIT}", 0o644)
+        settings = firstboot_settings(ctx)
+        g.mkdir_p("/etc/entropi")
+        write_text(g, "/etc/entropi/firstboot.json", json.dumps(settings, indent=2) + "\n", 0o644)
+        timeout = int(ctx.config.firstboot.wait_timeout) + 900
+        if timeout > 1200:
+            g.mkdir_p(f"/etc/systemd/system/{UNIT}.d")
+            write_text(g, f"/etc/systemd/system/{UNIT}.d/timeout.conf", f"[Service]\nTimeoutStartSec={timeout}\n")
+        units.enable(g, UNIT)
+        ctx.record("firstboot", "settings", settings)

@@ -1,0 +1,103 @@
+"""Hardware RNG: dtparam=random=on, the module the kernel really has, TPM HAT, rngd config."""
+
+from __future__ import annotations
+
+import re
+
+from stages.core.errors import UserError
+from stages.core.runner import Context, Stage
+from stages.core.state import need
+from stages.image import units
+from stages.image.guest_files import read_text, write_text
+from stages.image.handle import GuestHandle
+from stages.textedit.edits import (
+    enable_hwrng_config,
+    modules_load_conf,
+    pick_rng_module,
+    pick_tpm_rng_module,
+    rngd_defaults,
+)
+
+TPM_LINES = {"slb9670": ["dtparam=spi=on", "dtoverlay=tpm-slb9670"]}
+RNGD_FILES = {"rng-tools-debian": "/etc/default/rng-tools-debian", "rng-tools5": "/etc/default/rng-tools"}
+RNGD_UNITS = ["rng-tools-debian.service", "rngd.service", "rng-tools.service"]
+
+
+def kernel_poolsize(version: str) -> int:
+    """poolsize of the kernel's input pool: 256 bits since Linux 5.18, 4096 before."""
+    m = re.match(r"(\d+)\.(\d+)", version)
+    if not m:
+        return 256
+    return 256 if (int(m.group(1)), int(m.group(2))) >= (5, 18) else 4096
+
+
+def module_listing(g: GuestHandle, version: str) -> tuple[list[str], str]:
+    base = f"/lib/modules/{version}"
+    # Every RNG driver we load (bcm2708_rng, bcm2835_rng, tpm_rng) lives in hw_random; one
+    # glob instead of listing the whole tree keeps this fast through the appliance.
+    paths = [p.removeprefix(base + "/") for p in g.glob_expand(f"{base}/kernel/drivers/char/hw_random/*")
+             if ".ko" in p] if g.is_dir(base) else []
+    builtin = read_text(g, f"{base}/modules.builtin") if g.is_file(f"{base}/modules.builtin") else ""
+    return paths, builtin
+
+
+class Hwrng(Stage):
+    name = "hardware RNG"
+    reads = frozenset({"g", "boot_mount", "kernels", "image"})
+
+    def run(self, ctx: Context) -> None:
+        g = need(ctx.state.g, "g")
+        cfg = ctx.config
+        boot = need(ctx.state.boot_mount, "boot_mount")
+        if cfg.hwrng.enable or cfg.hwrng.tpm:
+            path = f"{boot}/config.txt"
+            before = read_text(g, path)
+            after = enable_hwrng_config(before, TPM_LINES.get(cfg.hwrng.tpm, []))
+            if after != before:
+                write_text(g, path, after)
+            ctx.record("hwrng", "config_txt_changed", after != before)
+        modules: list[str] = []
+        per_kernel: dict[str, str | None] = {}
+        for version in need(ctx.state.kernels, "kernels"):
+            paths, builtin = module_listing(g, version)
+            chosen = pick_rng_module(paths, builtin) if cfg.hwrng.module == "auto" else cfg.hwrng.module
+            per_kernel[version] = chosen or "built in"
+            if chosen and cfg.hwrng.enable and chosen not in modules:
+                modules.append(chosen)
+            if cfg.hwrng.tpm:
+                tpm = pick_tpm_rng_module(paths, builtin)
+                if tpm and tpm not in modules:
+                    modules.append(tpm)
+        ctx.record("hwrng", "module", per_kernel)
+        conf = "/etc/modules-load.d/entropi-hwrng.conf"
+        if modules:
+            g.mkdir_p("/etc/modules-load.d")
+            write_text(g, conf, modules_load_conf(modules), 0o644)
+        elif g.exists(conf):
+            g.rm(conf)
+        if cfg.hwrng.tpm:
+            for unit in ("trousers.service", "tcsd.service"):
+                if units.find_unit(g, unit):
+                    units.mask(g, unit)
+                    ctx.record("hwrng", "disabled", [*ctx.manifest.get("hwrng", {}).get("disabled", []), unit])
+        self._rngd(ctx, g)
+
+    def _rngd(self, ctx: Context, g: GuestHandle) -> None:
+        pkg = ctx.config.rngd.package
+        if pkg == "none":
+            return
+        kernels = need(ctx.state.kernels, "kernels")
+        pool = kernel_poolsize(kernels[-1]) if kernels else 256
+        fill = pool * ctx.config.rngd.fill_percent // 100
+        write_text(g, RNGD_FILES[pkg], rngd_defaults(pkg, ctx.config.rngd.device, fill), 0o644)
+        unit = next((u for u in RNGD_UNITS if units.find_unit(g, u)), None)
+        if unit:
+            units.enable(g, unit)
+        else:  # rng-tools-debian ships a SysV script: enabled by its rc?.d links
+            script = next((s for s in ("rng-tools-debian", "rng-tools") if g.exists(f"/etc/init.d/{s}")), None)
+            if script and not g.glob_expand(f"/etc/rc2.d/S*{script}"):
+                raise UserError(str(ctx.state.image), f"{script} is installed but not enabled",
+                                key="rngd.package", hint="reinstall it, or choose rngd.package = \"rng-tools5\"")
+            unit = f"{script}.service (SysV)" if script else None
+        ctx.record("rngd", "config", {"file": RNGD_FILES[pkg], "device": ctx.config.rngd.device, "fill_bits": fill,
+                                      "poolsize": pool, "unit": unit})
