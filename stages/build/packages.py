@@ -23,26 +23,7 @@ from stages.core.errors import UserError
 from stages.core.runner import Context, Stage
 from stages.core.state import need
 from stages.core.util import CommandFailed, run, text
-
-BINFMT = {"arm64": "qemu-aarch64", "armhf": "qemu-arm"}
-FIX_BINFMT = ("run ./ci/setup, or by hand: apt-get install qemu-user-static binfmt-support && "
-              "mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc && update-binfmts --enable")
-ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND": "noninteractive", "LC_ALL": "C",
-       "HOME": "/root"}
-# Emulated apt is slow: no translations to fetch and parse; dpkg without an fsync per file
-# (the image is synced as a whole when it is closed, as sync would do).
-APT_FAST = ["-o", "Acquire::Languages=none"]
-DPKG_FAST = ["-o", "Dpkg::Options::=--force-unsafe-io"]
-
-
-def require_binfmt(where: str, arch: str) -> None:
-    """ARM programs of ``arch`` run on this host only through qemu-user's binfmt_misc handler."""
-    if not Path("/proc/sys/fs/binfmt_misc", BINFMT[arch]).exists():
-        raise UserError(where, f"no binfmt handler for {arch} ({BINFMT[arch]})", hint=FIX_BINFMT)
-
-
-def host_env(apt_config: Path) -> dict[str, str]:
-    return {**os.environ, **ENV, "APT_CONFIG": str(apt_config), "PATH": os.environ.get("PATH", ENV["PATH"])}
+from stages.image.chroot import APT_FAST, DPKG_FAST, ENV, FIX_BINFMT, host_env, require_binfmt
 
 
 def wanted_packages(config: Config) -> list[str]:

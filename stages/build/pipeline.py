@@ -6,6 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from stages.build.accounts import Accounts
+from stages.build.base_image import BaseImage
+from stages.build.edit_close import EditClose
+from stages.build.edit_open import EditOpen
+from stages.build.expansion import Expansion
+from stages.build.fetch import Fetch
 from stages.build.finalize import Finalize
 from stages.build.firstboot_unit import FirstbootUnit
 from stages.build.hwrng import Hwrng
@@ -13,14 +18,11 @@ from stages.build.open_image import OpenImage
 from stages.build.overlays import Overlays
 from stages.build.packages import Packages
 from stages.build.secrets import Secrets
-from stages.build.shrink import Expansion, Shrink
+from stages.build.shrink import Shrink
 from stages.build.work_copy import WorkCopy
 from stages.core.config import Config
 from stages.core.runner import Context, Stage, run_stages
 from stages.core.util import remove_tree
-from stages.image.guest_files import EditClose, EditOpen
-from stages.source.debian_base import BaseImage
-from stages.source.fetch import Fetch
 
 
 def source_stage(config: Config) -> Stage:

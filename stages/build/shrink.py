@@ -1,96 +1,25 @@
-"""First-boot expansion (image.expand) and shrink (image.shrink).
+"""Shrink (image.shrink): the root file system, partition 2 and the file cut to the data.
 
-A card is usually larger than the image: something must grow the root partition at the
-first boot. Raspberry Pi OS does it in its `init=` first-boot script (kept: entropi only
-diverts its key step); images without any such mechanism get entropi-growroot.
-
-Shrink: the root file system is checked and shrunk with resize2fs to its minimum plus
+The root file system is checked and shrunk with resize2fs to its minimum plus
 ``image.shrink_free``, partition 2 is cut to match (pyparted, the disk identifier kept) and
-the file is truncated at its end. The image's own first-boot expansion is left in place,
-so a card still grows to its full size at the first boot; which one the image has is
-recorded in the manifest, and an image without one gets a warning.
+the file is truncated at its end. The image's own first-boot expansion (Expansion) is left
+in place, so a card still grows to its full size at the first boot; an image without one
+gets a warning.
 """
 
 from __future__ import annotations
 
-import re
-
-from stages.build.firstboot_unit import install
-from stages.build.work_copy import require_parted, set_root_partition_end
 from stages.core import progress
 from stages.core.config import Config, parse_size
 from stages.core.errors import UserError
-from stages.core.paths import FIRSTBOOT
 from stages.core.runner import Context, Stage
 from stages.core.state import need
-from stages.core.util import run, text
-from stages.image import units
+from stages.core.util import run
 from stages.image.disk import attach_partition, detach_loop, read_mbr
-from stages.image.guest_files import read_text
-from stages.image.handle import GuestHandle
+from stages.image.ext4 import fs_geometry, minimum_blocks
+from stages.image.partitions import require_parted, set_root_partition_end
 
 MIB = 1 << 20
-INIT_EXPANDERS = {
-    "init=/usr/lib/raspberrypi-sys-mods/firstboot": "raspberrypi-sys-mods firstboot (init= in cmdline.txt)",
-    "init=/usr/lib/raspi-config/init_resize.sh": "raspi-config init_resize.sh (init= in cmdline.txt)",
-}
-UNIT_EXPANDERS = ["rpi-resizerootfs.service", "entropi-growroot.service"]
-GROWROOT = "/usr/lib/entropi/entropi-growroot"
-GROWROOT_UNIT = "entropi-growroot.service"
-
-
-def first_boot_expansion(g: GuestHandle, boot_mount: str) -> str | None:
-    """The mechanism that grows the root partition at the image's first boot, or None."""
-    cmdline = read_text(g, f"{boot_mount}/cmdline.txt")
-    for word, name in INIT_EXPANDERS.items():
-        if re.search(rf"(^|\s){re.escape(word)}(\s|$)", cmdline):
-            return name
-    for unit in UNIT_EXPANDERS:
-        if g.glob_expand(f"{units.ETC}/*.wants/{unit}") or g.glob_expand(f"{units.ETC}/*.requires/{unit}"):
-            return unit
-    if g.glob_expand("/etc/rc[S2345].d/S*resize2fs_once"):
-        return "resize2fs_once (SysV)"
-    return None
-
-
-class Expansion(Stage):
-    """Find the image's own first-boot expansion; without one, install entropi-growroot."""
-
-    name = "first-boot expansion"
-    reads = frozenset({"g", "boot_mount"})
-    provides = frozenset({"expansion"})
-
-    def check(self, ctx: Context) -> None:
-        for name in ("entropi-growroot", GROWROOT_UNIT):
-            if ctx.config.image.expand == "auto" and not (FIRSTBOOT / name).is_file():
-                raise UserError(str(FIRSTBOOT), f"{name} is missing", hint="restore firstboot/ from git")
-
-    def run(self, ctx: Context) -> None:
-        g = need(ctx.state.g, "g")
-        found = first_boot_expansion(g, need(ctx.state.boot_mount, "boot_mount"))
-        if found is None and ctx.config.image.expand == "auto":
-            g.mkdir_p("/usr/lib/entropi")
-            install(g, "entropi-growroot", GROWROOT, 0o755)
-            install(g, GROWROOT_UNIT, f"/etc/systemd/system/{GROWROOT_UNIT}", 0o644)
-            units.enable(g, GROWROOT_UNIT)
-            found = GROWROOT_UNIT
-        ctx.state.expansion = found
-        ctx.record("image", "first_boot_expansion", found)
-
-
-def fs_geometry(device: str) -> tuple[int, int]:
-    """(block count, block size) of the ext4 file system on ``device``."""
-    head = text(["dumpe2fs", "-h", device])
-    fields = dict(re.findall(r"^(Block count|Block size):\s+(\d+)$", head, re.M))
-    return int(fields["Block count"]), int(fields["Block size"])
-
-
-def minimum_blocks(device: str) -> int:
-    out = text(["resize2fs", "-P", device])
-    m = re.search(r"minimum size of the filesystem:\s*(\d+)", out)
-    if not m:
-        raise UserError(device, f"resize2fs -P gave no minimum size: {out.strip()!r}", hint="run e2fsck -f on it")
-    return int(m.group(1))
 
 
 class Shrink(Stage):

@@ -20,12 +20,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from stages.build.packages import require_binfmt
 from stages.core import progress
-from stages.core.config import Config
 from stages.core.errors import UserError
-from stages.core.runner import Context, Stage, require_tools
+from stages.core.runner import require_tools
 from stages.core.util import atomic_output, cache_dir, remove_tree, run, sha256_file, text
+from stages.image.chroot import require_binfmt
 
 FORMAT = 4  # bump whenever the build below changes what lands in the image
 BOOT_MIB = 512
@@ -264,23 +263,3 @@ def _layout(spec: BaseSpec, work: Path, root: Path, image: Path) -> None:
         run(["dd", f"if={part}", f"of={image}", "bs=1M", f"seek={offset}", "conv=sparse,notrunc", "status=none"])
 
 
-class BaseImage(Stage):
-    """Build stage for ``base.source = "debian"``: make or reuse the cached base image."""
-
-    name = "base image"
-    provides = frozenset({"base_image"})
-
-    def tools(self, config: Config) -> list[str]:
-        b = config.base
-        return [] if BaseSpec(b.arch, b.suite, b.mirror).path().exists() else list(BUILD_TOOLS)
-
-    def run(self, ctx: Context) -> None:
-        b = ctx.config.base
-        spec = BaseSpec(b.arch, b.suite, b.mirror)
-        path = ensure_base(spec)
-        ctx.state.base_image = path
-        ctx.record("base", "source", "debian")
-        ctx.record("base", "spec", asdict(spec))
-        info = json.loads(sidecar(path).read_text())
-        ctx.record("base", "packages", info["packages"])
-        ctx.add_input("base image", path, info["sha256"])

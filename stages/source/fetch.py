@@ -30,7 +30,7 @@ from typing import Any
 from stages.core import progress
 from stages.core.config import Base, Config
 from stages.core.errors import UserError
-from stages.core.runner import Context, Stage, require_tools
+from stages.core.runner import require_tools
 from stages.core.util import cache_dir, run, sha256_file
 from stages.source.catalog import Release, lookup
 from stages.source.compression import kind_from_name, kind_of, raw_name, tool_for
@@ -331,31 +331,3 @@ def _verify_signature(config: Config, path: Path) -> str:
                     key="base.signature_url", hint="the file was not used; check base.signing_key and the mirror")
 
 
-# --- the stage -------------------------------------------------------------------------------
-
-class Fetch(Stage):
-    """The verified base image from base.release, base.url or base.path (not base.source = "debian")."""
-
-    name = "fetch"
-    provides = frozenset({"base_image"})
-
-    def __init__(self, full_verify: bool = False) -> None:
-        self.full_verify = full_verify
-
-    def check(self, ctx: Context) -> None:
-        check_inputs(ctx.config)
-
-    def run(self, ctx: Context) -> None:
-        got = fetch(ctx.config, full_verify=self.full_verify)
-        ctx.state.base_image = got.path
-        ctx.add_input("base image", got.path, got.sha256)
-        p = got.plan
-        info: dict[str, Any] = {"source": p.source, "image": str(got.path), "image_sha256": got.sha256,
-                                "download_sha256": got.download_sha256}
-        if p.url:
-            info["url"] = p.url
-        if p.release:
-            info.update(release=p.release.name, release_date=p.release.release_date, catalog=ctx.config.base.catalog)
-        if got.signer:
-            info["signed_by"] = got.signer
-        ctx.manifest.setdefault("base", {}).update(info)

@@ -15,24 +15,27 @@ from typing import Any
 
 import pytest
 
-from stages.build import accounts
+from stages.build import accounts, edit_open
 from stages.build.accounts import Accounts
+from stages.build.base_image import BaseImage
+from stages.build.edit_close import EditClose
+from stages.build.edit_open import EditOpen
+from stages.build.expansion import GROWROOT, GROWROOT_UNIT, Expansion
 from stages.build.finalize import Finalize
 from stages.build.firstboot_unit import FirstbootUnit
 from stages.build.hwrng import Hwrng
-from stages.build.open_image import OpenImage, detect_arch, detect_boot_mount, os_release
+from stages.build.open_image import OpenImage
 from stages.build.overlays import Overlays
 from stages.build.packages import Packages, wanted_packages
 from stages.build.pipeline import source_stage
 from stages.build.secrets import Secrets
-from stages.build.shrink import GROWROOT, GROWROOT_UNIT, Expansion, Shrink
+from stages.build.shrink import Shrink
 from stages.build.work_copy import WorkCopy
 from stages.core.errors import UserError
 from stages.core.runner import Context
-from stages.image import guest_files as edit
 from stages.image import units
-from stages.image.guest_files import EditClose, EditOpen
-from stages.source.debian_base import BUILD_TOOLS, BaseImage, BaseSpec
+from stages.image.rootfs import detect_arch, detect_boot_mount, os_release
+from stages.source.debian_base import BUILD_TOOLS, BaseSpec
 from stages.textedit.edits import RPI_REGENERATOR
 from tests.support.fakeguest import FakeGuest, FakeLaunch
 from tests.support.images import BOOT, HASH, KEY, config, context, make_image
@@ -56,8 +59,8 @@ def wants(g: FakeGuest, unit: str, target: str = "multi-user.target") -> str:
 # -- open / close libguestfs -------------------------------------------------------------
 
 def test_edit_open_mounts_root_and_boot_of_the_launched_handle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(edit, "accel", lambda: "tcg")
-    monkeypatch.setattr(edit, "appliance_setup", lambda: "packaged")
+    monkeypatch.setattr(edit_open, "accel", lambda: "tcg")
+    monkeypatch.setattr(edit_open, "appliance_setup", lambda: "packaged")
     image = make_image(tmp_path / "image")
     fresh = FakeGuest(image.devices)
     ctx = context(tmp_path, None)

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from stages.build.fetch import Fetch
 from stages.build.pipeline import build_stages
 from stages.core.config import load_recipe
 from stages.core.errors import UserError
 from stages.core.runner import Context
-from stages.source.fetch import Fetch, fetch, fetch_base
+from stages.source.fetch import fetch, fetch_base
 from tests.conftest import ROOT, need_tools
 from tests.support.fetch_fixtures import cached_files, error_lines, invoke_fetch, make_fixtures, sha, write_recipe
 from tests.support.httpserver import Fault, HTTPTestServer

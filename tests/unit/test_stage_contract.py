@@ -11,18 +11,19 @@ from typing import Any
 
 import pytest
 
+from stages.build import edit_open
 from stages.build.accounts import Accounts
+from stages.build.edit_close import EditClose
+from stages.build.edit_open import EditOpen
+from stages.build.expansion import Expansion
 from stages.build.firstboot_unit import FirstbootUnit
 from stages.build.hwrng import Hwrng
 from stages.build.overlays import Overlays
 from stages.build.pipeline import build_stages
 from stages.build.secrets import Secrets
-from stages.build.shrink import Expansion
 from stages.core.config import load_recipe
 from stages.core.runner import Context, Stage, unprovided_reads
 from stages.core.state import FIELDS, BuildState
-from stages.image import guest_files as edit
-from stages.image.guest_files import EditClose, EditOpen
 from stages.image.handle import GuestHandle
 from tests.conftest import ROOT
 from tests.support.fakeguest import FakeGuest, FakeLaunch
@@ -93,8 +94,8 @@ def test_a_stage_touches_only_the_fields_it_declares(tmp_path: Path, make: Calla
 
 
 def test_edit_open_touches_only_the_fields_it_declares(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(edit, "accel", lambda: "tcg")
-    monkeypatch.setattr(edit, "appliance_setup", lambda: "packaged")
+    monkeypatch.setattr(edit_open, "accel", lambda: "tcg")
+    monkeypatch.setattr(edit_open, "appliance_setup", lambda: "packaged")
     ctx = context(tmp_path, None)
     ctx.state.guest_launch = FakeLaunch(make_image(tmp_path / "image"))  # type: ignore[assignment]
     ctx.state = state = traced(ctx.state)
