@@ -2,7 +2,7 @@
 
 One boot: a fresh card (qcow2 overlay), wait for the hwrng to register, then for sshd to
 serve a host key of every expected type (ssh-keyscan, the real OpenSSH client). A named emulator fault
-(qemu.EMULATOR_FAULTS) starts a fresh card once and is recorded; any other failure ends the
+(faults.EMULATOR_FAULTS) starts a fresh card once and is recorded; any other failure ends the
 boot at once and is reported as the image's.
 """
 
@@ -13,8 +13,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stages.boottest.cards import keyscan
-from stages.boottest.machine import Failure, Machine, card_dir, extract_boot_files, make_overlay
+from stages.boottest.bootfiles import extract_boot_files
+from stages.boottest.evidence import keyscan
+from stages.boottest.faults import Failure
+from stages.boottest.machine import Machine, card_dir, make_overlay
 
 RETRIES = 1
 

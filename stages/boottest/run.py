@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from stages.boottest.cards import BootTest, base_keys_for, check_image
+from stages.boottest.cards import BootTest
 from stages.build.pipeline import build
 from stages.core.config import Config, load_recipe
 from stages.core.errors import UserError
@@ -84,3 +84,18 @@ def boot_test(image: str, recipe: str, key: str) -> dict[str, Any]:
     check_image(path)
     manifest = read_manifest(path)
     return boot_test_for(path, key, manifest).run(password_expected=password_expected(manifest, path))
+
+
+def base_keys_for(manifest: dict[str, Any]) -> list[str]:
+    """Host keys of the base an output was built from, when its ``manifest`` names a cached base."""
+    try:
+        base = next(i["path"] for i in manifest.get("inputs", []) if i["label"] == "base image")
+        info = json.loads(Path(base + ".json").read_text())
+        return [" ".join(k.split()[:2]) for k in info.get("host_keys", [])]
+    except (OSError, ValueError, StopIteration, KeyError):
+        return []
+
+
+def check_image(image: Path) -> None:
+    if not image.is_file():
+        raise UserError(str(image), "no such image", hint="build it first: invoke build --recipe R")

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from stages.boottest.cards import Boot, evaluate
+from stages.boottest.checks import evaluate
+from stages.boottest.evidence import Boot
 
 
 def _key(tmp: Path, name: str) -> str:
@@ -110,7 +111,7 @@ GROWN = {"disk_bytes": 4096 << 20, "root_partition_start_bytes": 516 << 20, "roo
     ({"disk_bytes": None, "root_size_error": "no sysfs"}, r"card 0 MiB.*no sysfs"),
 ])
 def test_the_growth_check_fails_when_the_root_did_not_grow(change: dict[str, object], why: str) -> None:
-    from stages.boottest.cards import growth_check
+    from stages.boottest.checks import growth_check
 
     assert growth_check(GROWN).ok and growth_check(GROWN).number == 9
     bad = growth_check({**GROWN, **change})

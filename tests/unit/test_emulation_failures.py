@@ -14,8 +14,12 @@ from pathlib import Path
 import pytest
 
 from stages.boottest.base_boot import Attempt, boot_base
-from stages.boottest.cards import RETRIES, Boot, BootTest, summary
-from stages.boottest.machine import BootFiles, Failure, Machine, find_failure
+from stages.boottest.bootfiles import BootFiles
+from stages.boottest.cards import RETRIES, BootTest
+from stages.boottest.checks import summary
+from stages.boottest.evidence import Boot
+from stages.boottest.faults import Failure, find_failure
+from stages.boottest.machine import Machine
 from stages.image.disk import Partition
 
 EMULATOR_FAULTS = [  # (name, real console line)
@@ -207,7 +211,7 @@ def test_the_base_boot_retries_only_an_emulator_fault_and_only_once(
 
 
 def test_the_qemu_command_line_keeps_the_images_options_and_adds_rodata_off_only_on_armhf() -> None:
-    from stages.boottest.machine import qemu_cmdline
+    from stages.boottest.bootfiles import qemu_cmdline
 
     original = ("console=serial0,115200 console=tty1 root=PARTUUID=6f495daa-02 rootfstype=ext4 "
                 "fsck.repair=yes fsck.mode=force rodata=full rootwait quiet")

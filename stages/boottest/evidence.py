@@ -1,0 +1,53 @@
+"""What one boot showed, and the readers of the guest's evidence over the network.
+
+The guest's verdicts are machine-readable: the first-boot unit's ``ENTROPI-FIRSTBOOT {json}``
+and ``ENTROPI-FINGERPRINT`` console lines, the probe's ``ENTROPI-PROBE {json}`` (also in
+/run/entropi-probe.json), the host keys sshd serves (ssh-keyscan) and the known_hosts file
+published on the boot partition.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass, field
+from typing import Any
+
+from stages.boottest.faults import Failure
+
+
+@dataclass
+class Boot:
+    """What one boot showed."""
+
+    name: str
+    log: str = ""
+    firstboot: dict[str, Any] | None = None
+    fingerprints: list[str] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)  # "type base64" served by sshd
+    probe: dict[str, Any] | None = None
+    login_ok: bool | None = None
+    login_error: str = ""
+    password_offered: bool | None = None
+    milestones: dict[str, float] = field(default_factory=dict)
+    ssh_seconds: float | None = None
+    error: str = ""
+    failure: Failure | None = None  # the console line that ended the boot, and whose fault it was
+
+
+def keyscan(port: int, timeout: int = 10) -> list[str]:
+    res = subprocess.run(["ssh-keyscan", "-T", str(timeout), "-t", "rsa,ecdsa,ed25519", "-p", str(port), "127.0.0.1"],
+                         capture_output=True, text=True)
+    return sorted(" ".join(line.split()[1:3]) for line in res.stdout.splitlines()
+                  if line and not line.startswith("#") and len(line.split()) >= 3)
+
+
+def known_hosts_keys(text: str | None) -> list[str]:
+    return sorted(" ".join(line.split()[1:3]) for line in (text or "").splitlines()
+                  if line.strip() and not line.startswith("#") and len(line.split()) >= 3)
+
+
+def fingerprint(key: str) -> str:
+    res = subprocess.run(["ssh-keygen", "-l", "-E", "sha256", "-f", "-"], input=key + "\n",
+                         capture_output=True, text=True)
+    parts = res.stdout.split()
+    return parts[1] if len(parts) > 1 else ""
