@@ -10,7 +10,8 @@ from stages.core.state import need
 from stages.image import units
 from stages.image.guest_files import read_text, write_text
 from stages.image.handle import GuestHandle
-from stages.textedit.edits import add_user, lock_root, rename_user, set_password_hash, sshd_dropin, user_entry
+from stages.textedit.accounts import add_user, lock_root, rename_user, set_password_hash, user_entry
+from stages.textedit.services import sshd_dropin
 
 ACCOUNT_FILES = ("/etc/passwd", "/etc/shadow", "/etc/group", "/etc/gshadow")
 GROUPS = ["adm", "dialout", "sudo", "audio", "video", "plugdev", "users", "input", "netdev", "gpio", "i2c", "spi"]

@@ -10,13 +10,9 @@ from stages.core.state import need
 from stages.image import units
 from stages.image.guest_files import read_text, write_text
 from stages.image.handle import GuestHandle
-from stages.textedit.edits import (
-    enable_hwrng_config,
-    modules_load_conf,
-    pick_rng_module,
-    pick_tpm_rng_module,
-    rngd_defaults,
-)
+from stages.textedit.config_txt import enable_hwrng_config
+from stages.textedit.modules import modules_load_conf, pick_rng_module, pick_tpm_rng_module
+from stages.textedit.services import rngd_defaults
 
 TPM_LINES = {"slb9670": ["dtparam=spi=on", "dtoverlay=tpm-slb9670"]}
 RNGD_FILES = {"rng-tools-debian": "/etc/default/rng-tools-debian", "rng-tools5": "/etc/default/rng-tools"}

@@ -14,7 +14,7 @@ from stages.core.state import need
 from stages.image import units
 from stages.image.guest_files import read_text, write_text
 from stages.image.handle import GuestHandle
-from stages.textedit.edits import RPI_REGENERATOR, deferring_regenerator, with_diversion
+from stages.textedit.services import RPI_REGENERATOR, deferring_regenerator, with_diversion
 
 REGENERATORS = ["regenerate_ssh_host_keys.service", "sshd-keygen.service", "ssh-keygen.service"]
 SEEDS = ["/var/lib/systemd/random-seed", "/var/lib/dbus/machine-id", "/var/lib/urandom/random-seed"]

@@ -36,7 +36,7 @@ from stages.core.runner import Context
 from stages.image import units
 from stages.image.rootfs import detect_arch, detect_boot_mount, os_release
 from stages.source.debian_base import BUILD_TOOLS, BaseSpec
-from stages.textedit.edits import RPI_REGENERATOR
+from stages.textedit.services import RPI_REGENERATOR
 from tests.support.fakeguest import FakeGuest, FakeLaunch
 from tests.support.images import BOOT, HASH, KEY, config, context, make_image
 

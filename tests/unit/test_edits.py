@@ -8,21 +8,10 @@ from pathlib import Path
 import pytest
 
 from stages.core.errors import UserError
-from stages.textedit.edits import (
-    add_user,
-    deferring_regenerator,
-    enable_hwrng_config,
-    lock_root,
-    modules_load_conf,
-    pick_rng_module,
-    pick_tpm_rng_module,
-    rename_user,
-    rngd_defaults,
-    set_password_hash,
-    sshd_dropin,
-    user_entry,
-    with_diversion,
-)
+from stages.textedit.accounts import add_user, lock_root, rename_user, set_password_hash, user_entry
+from stages.textedit.config_txt import enable_hwrng_config
+from stages.textedit.modules import modules_load_conf, pick_rng_module, pick_tpm_rng_module
+from stages.textedit.services import deferring_regenerator, rngd_defaults, sshd_dropin, with_diversion
 from tests.conftest import FIXTURES
 
 CONFIGS = sorted((FIXTURES / "config_txt").glob("*.txt"))
