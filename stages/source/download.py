@@ -13,12 +13,14 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 from urllib.parse import unquote, urlparse
 
 import requests
 import urllib3
+from rich.progress import Progress, TaskID
 
 from stages.core import progress
 from stages.core.errors import UserError
@@ -131,12 +133,11 @@ def download(url: str, part: Path, *, where: str, key: str, size: int | None = N
     session = _session()
     failures = 0
     last = ""
-    total = size
-    with progress.bytes_bar(label or url_name(url), total) as bar:
-        task = bar.add_task("download", total=total)
+    with progress.bytes_bar(label or url_name(url), size) as bar:
+        t = _Transfer(url, part, where, key, size, bar, bar.add_task("download", total=size))
         while True:
             have = part.stat().st_size if part.exists() else 0
-            if total is not None and have > total:  # not ours (a different file under the same name)
+            if t.total is not None and have > t.total:  # not ours (a different file under the same name)
                 part.unlink()
                 have = 0
             if failures:
@@ -145,53 +146,11 @@ def download(url: str, part: Path, *, where: str, key: str, size: int | None = N
                                         f"({have} bytes kept in {part.name})", key=key,
                                         hint="run again to resume, or check the network and the server")
                 time.sleep(min(BACKOFF * 2 ** (failures - 1), MAX_BACKOFF))
-            headers = {"Range": f"bytes={have}-", "Accept-Encoding": "identity"} if have else {
-                "Accept-Encoding": "identity"}
-            before = have
             try:
-                with session.get(url, headers=headers, stream=True, timeout=TIMEOUT) as r:
-                    if r.status_code == 416 and have and have == _range_total(r):
-                        return _hash_file(part)  # the .part already holds the whole file
-                    if r.status_code == 416:
-                        part.unlink()
-                        failures, last = failures + 1, "416 range not satisfiable; restarting"
-                        continue
-                    if r.status_code >= 500 or r.status_code == 429:
-                        failures, last = failures + 1, f"HTTP {r.status_code} {r.reason}"
-                        continue
-                    _raise_for_client_error(r, url, where, key)
-                    if r.status_code == 206 and not r.headers.get("Content-Range", "").startswith(f"bytes {have}-"):
-                        failures, last = failures + 1, f"unexpected Content-Range {r.headers.get('Content-Range')!r}"
-                        continue
-                    if r.status_code != 206:
-                        have = 0  # 200: the server sends the whole file; start again cleanly
-                    length = r.headers.get("Content-Length")
-                    expected_end = have + int(length) if length and length.isdigit() else None
-                    if r.status_code == 206:
-                        expected_end = _range_total(r) or expected_end
-                    if expected_end is not None:
-                        if total is not None and expected_end != total:
-                            raise DownloadError(where, f"{url} has {expected_end} bytes, expected {total}", key=key,
-                                                hint="the catalogue or the server is out of date")
-                        total = expected_end
-                        bar.update(task, total=total)
-                    hasher = Hasher()
-                    mode = "r+b" if have else "wb"
-                    with open(part, mode) as f:
-                        if have:
-                            _hash_into(f, have, hasher)
-                        f.seek(have)
-                        f.truncate()
-                        bar.update(task, completed=have)
-                        try:
-                            _stream(r, f, hasher, lambda n: bar.advance(task, n))
-                        finally:
-                            f.flush()
-                            got = f.tell()
-                            digest = hasher.hexdigest()
-                    if expected_end is not None and got != expected_end:
-                        raise requests.exceptions.ChunkedEncodingError(f"connection ended at byte {got} of {total}")
-                    return digest
+                return t.try_once(session, have)
+            except _Retry as e:
+                failures, last = failures + 1, str(e)
+                continue
             except requests.exceptions.SSLError as e:
                 raise DownloadError(where, f"TLS verification failed for {url}: {_short(e)}", key=key,
                                     hint="the server's certificate is not trusted; set REQUESTS_CA_BUNDLE "
@@ -200,7 +159,78 @@ def download(url: str, part: Path, *, where: str, key: str, size: int | None = N
                     TimeoutError) as e:
                 last = _short(e)
             now = part.stat().st_size if part.exists() else 0
-            failures = 1 if now > before else failures + 1  # progress resets the count
+            failures = 1 if now > have else failures + 1  # progress resets the count
+
+
+class _Retry(Exception):
+    """An answer worth another try (5xx, 429, 416, a wrong Content-Range); the text says which."""
+
+
+@dataclass
+class _Transfer:
+    """One download's tries: where the bytes go, the size once known, its progress bar."""
+
+    url: str
+    part: Path
+    where: str
+    key: str
+    total: int | None
+    bar: Progress
+    task: TaskID
+
+    def try_once(self, session: requests.Session, have: int) -> str:
+        """One GET from byte ``have``; the whole file's SHA-256, or _Retry / a network error."""
+        headers = {"Range": f"bytes={have}-", "Accept-Encoding": "identity"} if have else {
+            "Accept-Encoding": "identity"}
+        with session.get(self.url, headers=headers, stream=True, timeout=TIMEOUT) as r:
+            if r.status_code == 416 and have and have == _range_total(r):
+                return _hash_file(self.part)  # the .part already holds the whole file
+            if r.status_code == 416:
+                self.part.unlink()
+                raise _Retry("416 range not satisfiable; restarting")
+            if r.status_code >= 500 or r.status_code == 429:
+                raise _Retry(f"HTTP {r.status_code} {r.reason}")
+            _raise_for_client_error(r, self.url, self.where, self.key)
+            if r.status_code == 206 and not r.headers.get("Content-Range", "").startswith(f"bytes {have}-"):
+                raise _Retry(f"unexpected Content-Range {r.headers.get('Content-Range')!r}")
+            if r.status_code != 206:
+                have = 0  # 200: the server sends the whole file; start again cleanly
+            expected_end = self._expected_end(r, have)
+            got, digest = self._write(r, have)
+            if expected_end is not None and got != expected_end:
+                raise requests.exceptions.ChunkedEncodingError(f"connection ended at byte {got} of {self.total}")
+            return digest
+
+    def _expected_end(self, r: requests.Response, have: int) -> int | None:
+        """Where this answer's body ends, checked against the size known so far (then it is known)."""
+        length = r.headers.get("Content-Length")
+        expected_end = have + int(length) if length and length.isdigit() else None
+        if r.status_code == 206:
+            expected_end = _range_total(r) or expected_end
+        if expected_end is not None:
+            if self.total is not None and expected_end != self.total:
+                raise DownloadError(self.where, f"{self.url} has {expected_end} bytes, expected {self.total}",
+                                    key=self.key, hint="the catalogue or the server is out of date")
+            self.total = expected_end
+            self.bar.update(self.task, total=self.total)
+        return expected_end
+
+    def _write(self, r: requests.Response, have: int) -> tuple[int, str]:
+        """Append the body to the .part after its first ``have`` bytes; (bytes in the file, SHA-256)."""
+        hasher = Hasher()
+        with open(self.part, "r+b" if have else "wb") as f:
+            if have:
+                _hash_into(f, have, hasher)
+            f.seek(have)
+            f.truncate()
+            self.bar.update(self.task, completed=have)
+            try:
+                _stream(r, f, hasher, lambda n: self.bar.advance(self.task, n))
+            finally:
+                f.flush()
+                got = f.tell()
+                digest = hasher.hexdigest()
+        return got, digest
 
 
 def _range_total(r: requests.Response) -> int | None:

@@ -1,43 +1,29 @@
 """Fetch: the verified raw base image from ``base.release``, ``base.url`` or ``base.path``.
 
-Cache (content-addressed by the download's published SHA-256), under util.cache_dir():
-
-    downloads/<sha256>/<name>.img.xz          the download, renamed here once verified
-    downloads/<sha256>/<name>.img.xz.part     an unfinished download (resumed next time)
-    downloads/<sha256>/<name>.img             the unpacked image, renamed here once whole
-    downloads/<sha256>/<file>.json            sidecar: size, mtime, SHA-256, signer
-    downloads/rejected/<time>-<name>          files that failed a check (never used)
-
-A cache hit is re-checked cheaply (size and mtime against the sidecar, whose digest is then
-trusted) or, with ``full_verify``, by hashing everything again (and the signature).
+Downloads land in the content-addressed cache (cache.py): a cache hit is re-checked cheaply
+(size and mtime against the sidecar, whose digest is then trusted) or, with ``full_verify``,
+by hashing everything again (and the signature, signature.py).
 """
 
 from __future__ import annotations
 
-import fcntl
-import json
 import os
 import re
 import shutil
-import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from stages.core import progress
 from stages.core.config import Base, Config
 from stages.core.errors import UserError
 from stages.core.runner import require_tools
-from stages.core.util import cache_dir, run, sha256_file
+from stages.core.util import cache_dir, sha256_file
+from stages.source.cache import cached_digest, locked, read_sidecar, reject, rejected_dir, write_sidecar
 from stages.source.catalog import Release, lookup
 from stages.source.compression import kind_from_name, kind_of, raw_name, tool_for
 from stages.source.download import download, fetch_small, url_name
+from stages.source.signature import verify_signature
 from stages.source.unpack import DamagedArchive, unpack
-
-KEEP_REJECTED = 3
 
 
 @dataclass(frozen=True)
@@ -127,7 +113,7 @@ def fetch(config: Config, *, full_verify: bool = False) -> Fetched:
         return _local(config, p)
     entry = cache_dir() / "downloads" / p.sha256
     entry.mkdir(parents=True, exist_ok=True)
-    with _locked(entry / ".lock"):
+    with locked(entry / ".lock"):
         return _fetch_url(config, p, entry, full_verify)
 
 
@@ -146,7 +132,7 @@ def _fetch_url(config: Config, p: Plan, entry: Path, full_verify: bool) -> Fetch
     if kind is None:
         return Fetched(dl, p.sha256, p.sha256, signer, p)
     raw = entry / (raw_name(p.name) if raw_name(p.name) != p.name else p.name + ".img")
-    digest = _cached_digest(raw, full_verify, p.extract_sha256)
+    digest = cached_digest(raw, full_verify, p.extract_sha256)
     if digest is None:
         with progress.step(f"unpack {dl.name}"):
             digest = _unpack(config, p, dl, raw, where)
@@ -157,13 +143,13 @@ def _dl_ok(config: Config, dl: Path, sha: str, full_verify: bool) -> str | None:
     """The signer ('' when unsigned) if the cached download is good, else None."""
     if not dl.exists():
         return None
-    side = _sidecar(dl)
-    if _cached_digest(dl, full_verify, sha) != sha:
+    side = read_sidecar(dl)
+    if cached_digest(dl, full_verify, sha) != sha:
         return None
     signer = str(side.get("signer", "")) if side else ""
     if config.base.signature_url and (full_verify or not signer):
-        signer = _verify_signature(config, dl)
-        _write_sidecar(dl, sha, signer)
+        signer = verify_signature(config, dl)
+        write_sidecar(dl, sha, signer)
     return signer
 
 
@@ -185,12 +171,12 @@ def _download(config: Config, p: Plan, dl: Path) -> str:
     signer = ""
     if config.base.signature_url:
         try:
-            signer = _verify_signature(config, part)
+            signer = verify_signature(config, part)
         except UserError:
             reject(part)
             raise
     os.replace(part, dl)
-    _write_sidecar(dl, p.sha256, signer)
+    write_sidecar(dl, p.sha256, signer)
     return signer
 
 
@@ -205,7 +191,7 @@ def _unpack(config: Config, p: Plan, dl: Path, raw: Path, where: str) -> str:
     except DamagedArchive:
         reject(dl)
         raise
-    _write_sidecar(raw, digest, "")
+    write_sidecar(raw, digest, "")
     return digest
 
 
@@ -217,117 +203,16 @@ def _local(config: Config, p: Plan) -> Fetched:
     if p.sha256 and digest != p.sha256:
         raise UserError(where, f"SHA-256 mismatch for {src.name}: expected {p.sha256}, got {digest}",
                         key="base.sha256", hint="the file is not the image the recipe pins")
-    signer = _verify_signature(config, src) if config.base.signature_url else ""
+    signer = verify_signature(config, src) if config.base.signature_url else ""
     if kind_of(src) is None:
         return Fetched(src, digest, digest, signer, p)
     entry = cache_dir() / "downloads" / digest
     entry.mkdir(parents=True, exist_ok=True)
     raw = entry / raw_name(src.name)
-    with _locked(entry / ".lock"):
-        image_digest = _cached_digest(raw, False, "")
+    with locked(entry / ".lock"):
+        image_digest = cached_digest(raw, False, "")
         if image_digest is None:
             with progress.step(f"unpack {src.name}"):
                 _, image_digest = unpack(src, raw, where=where, key="base.path")
-            _write_sidecar(raw, image_digest, "")
+            write_sidecar(raw, image_digest, "")
     return Fetched(raw, image_digest, digest, signer, p)
-
-
-# --- the cache -------------------------------------------------------------------------------
-
-def _sidecar(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.with_name(path.name + ".json").read_text())
-        return data if isinstance(data, dict) else None
-    except (OSError, ValueError):
-        return None
-
-
-def _write_sidecar(path: Path, sha256: str, signer: str) -> None:
-    st = path.stat()
-    side = path.with_name(path.name + ".json")
-    tmp = side.with_name(f".{side.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256, "signer": signer}))
-    os.replace(tmp, side)
-
-
-def _cached_digest(path: Path, full: bool, want: str) -> str | None:
-    """The digest of a cached file if it is intact (cheap: size+mtime; full: hash), else None.
-
-    A cached file that fails is moved to rejected/ so that it is fetched or unpacked again.
-    """
-    if not path.exists():
-        return None
-    side = _sidecar(path)
-    st = path.stat()
-    ok = side is not None and side.get("size") == st.st_size and side.get("mtime_ns") == st.st_mtime_ns
-    digest = str(side.get("sha256", "")) if side else ""
-    if ok and want and digest != want:
-        ok = False
-    if ok and full:
-        with progress.step(f"verify {path.name}"):
-            ok = sha256_file(path) == digest
-    if ok:
-        return digest
-    progress.warn(f"cached {path.name} is damaged or unfinished; fetching it again")
-    reject(path)
-    return None
-
-
-def rejected_dir() -> Path:
-    return cache_dir() / "downloads" / "rejected"
-
-
-def reject(path: Path) -> None:
-    """Move a file that failed a check out of the cache's way (keeping the last few for a look)."""
-    target = rejected_dir()
-    target.mkdir(parents=True, exist_ok=True)
-    if path.exists():
-        os.replace(path, target / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{path.name}")
-    path.with_name(path.name + ".json").unlink(missing_ok=True)
-    old = sorted(target.iterdir(), key=lambda q: q.stat().st_mtime)
-    for q in old[:-KEEP_REJECTED]:
-        q.unlink(missing_ok=True)
-
-
-@contextmanager
-def _locked(lock: Path) -> Iterator[None]:
-    with open(lock, "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            progress.info("waiting for another entropi that is fetching the same image ...")
-            fcntl.flock(f, fcntl.LOCK_EX)
-        yield
-
-
-# --- signatures ------------------------------------------------------------------------------
-
-def _verify_signature(config: Config, path: Path) -> str:
-    """gpgv against a throwaway keyring holding only the pinned key; returns the signer's fingerprint."""
-    where, base = str(config.recipe), config.base
-    sig = fetch_small(base.signature_url, where, "base.signature_url")
-    with tempfile.TemporaryDirectory(prefix="entropi-gpg-") as d:
-        home = Path(d)
-        os.chmod(home, 0o700)
-        keyring = home / "pinned.gpg"
-        key = Path(base.signing_key).read_bytes()
-        if b"-----BEGIN PGP" in key:
-            run(["gpg", "--batch", "--no-options", "--homedir", d, "--dearmor", "-o", str(keyring),
-                 base.signing_key], hint="base.signing_key should be an OpenPGP public key")
-        else:
-            keyring.write_bytes(key)
-        (home / "sig").write_bytes(sig)
-        res = run(["gpgv", "--homedir", d, "--status-fd", "1", "--keyring", str(keyring), str(home / "sig"),
-                   str(path)], check=False)
-    status = res.stdout.decode(errors="replace")
-    m = re.search(r"^\[GNUPG:\] VALIDSIG ([0-9A-F]+)", status, re.M)
-    if res.returncode == 0 and m:
-        return m.group(1)
-    why = ("the signature does not match the file" if "BADSIG" in status else
-           "it was not made by the pinned key" if "NO_PUBKEY" in status else
-           "it is not a readable signature" if "NODATA" in status or "ERRSIG" in status else
-           (res.stderr.decode(errors="replace").strip().splitlines() or ["gpgv failed"])[-1])
-    raise UserError(where, f"GPG signature check failed for {path.name.removesuffix('.part')}: {why}",
-                    key="base.signature_url", hint="the file was not used; check base.signing_key and the mirror")
-
-
