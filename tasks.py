@@ -50,7 +50,7 @@ def _pytest(c: Context, *args: str) -> None:
 @user_errors
 def recipe_check(c: Context, recipe: str = DEFAULT_RECIPE) -> None:
     """Validate a recipe and print its resolved settings."""
-    from stages.core.config import load_recipe, resolved_toml
+    from stages.core.recipe import load_recipe, resolved_toml
 
     print(resolved_toml(load_recipe(recipe)))
 
@@ -66,7 +66,7 @@ def build(c: Context, recipe: str = DEFAULT_RECIPE, out: str = "") -> None:
     first-boot unit that makes host keys once the kernel has entropy.
     """
     from stages.build.pipeline import build as run_build
-    from stages.core.config import load_recipe
+    from stages.core.recipe import load_recipe
 
     config = load_recipe(recipe)
     manifest = run_build(config, Path(out or config.output.dir))
@@ -83,7 +83,7 @@ def fetch(c: Context, recipe: str = DEFAULT_RECIPE, verify: bool = False) -> Non
     Handles base.release (Raspberry Pi Imager catalogue), base.url (+ sha256 or sha256_url,
     optional signature_url + signing_key) and base.path. Interrupted downloads resume.
     """
-    from stages.core.config import load_recipe
+    from stages.core.recipe import load_recipe
     from stages.source.fetch import fetch_base
 
     print(fetch_base(load_recipe(recipe), full_verify=verify))
@@ -150,7 +150,7 @@ def flash(c: Context, image: str, device: str, yes: bool = False, to_file: bool 
 @task
 def recipe_doc(c: Context) -> None:
     """Print every recipe setting with its default and help."""
-    from stages.core.config import describe_settings
+    from stages.core.recipe import describe_settings
 
     print(describe_settings())
 

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from stages.build.pipeline import build  # noqa: E402
-from stages.core.config import load_recipe  # noqa: E402
+from stages.core.recipe import load_recipe  # noqa: E402
 from stages.image.disk import read_mbr  # noqa: E402
 from stages.source.debian_base import BaseSpec, ensure_base  # noqa: E402
 

@@ -86,7 +86,7 @@ def write_test_recipe(directory: Path, arch: str, pubkey: Path) -> Path:
 def built_arm64(base_arm64: Path, user_key: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """out/ci-arm64.img built by the real pipeline from the Debian arm64 base (built once per session)."""
     from stages.build.pipeline import build
-    from stages.core.config import load_recipe
+    from stages.core.recipe import load_recipe
 
     work = tmp_path_factory.mktemp("build-arm64")
     recipe = write_test_recipe(work, "arm64", user_key.with_suffix(".pub"))
@@ -99,7 +99,7 @@ def built_arm64(base_arm64: Path, user_key: Path, tmp_path_factory: pytest.TempP
 def built_armhf(base_armhf: Path, user_key: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """out/ci-armhf.img: the legacy layout (boot partition at /boot), built by the real pipeline."""
     from stages.build.pipeline import build
-    from stages.core.config import load_recipe
+    from stages.core.recipe import load_recipe
 
     work = tmp_path_factory.mktemp("build-armhf")
     recipe = write_test_recipe(work, "armhf", user_key.with_suffix(".pub"))

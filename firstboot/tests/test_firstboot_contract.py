@@ -12,8 +12,8 @@ from types import ModuleType
 import pytest
 
 from stages.build.firstboot_unit import FirstbootUnit, firstboot_settings
-from stages.core.config import load_recipe
 from stages.core.paths import FIRSTBOOT
+from stages.core.recipe import load_recipe
 from tests.conftest import ROOT
 from tests.support.images import context, make_image
 

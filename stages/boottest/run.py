@@ -13,8 +13,9 @@ from typing import Any
 
 from stages.boottest.cards import BootTest
 from stages.build.pipeline import build
-from stages.core.config import Config, load_recipe
+from stages.core.config import Config
 from stages.core.errors import UserError
+from stages.core.recipe import load_recipe
 from stages.core.util import run
 
 

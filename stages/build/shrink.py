@@ -10,7 +10,8 @@ gets a warning.
 from __future__ import annotations
 
 from stages.core import progress
-from stages.core.config import Config, parse_size
+from stages.core.checks import parse_size
+from stages.core.config import Config
 from stages.core.errors import UserError
 from stages.core.runner import Context, Stage
 from stages.core.state import need

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 
-from stages.core.config import Config, parse_size
+from stages.core.checks import parse_size
+from stages.core.config import Config
 from stages.core.runner import Context, Stage
 from stages.core.state import need
 from stages.core.util import run, tmp_name

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from stages.core import progress
-from stages.core.config import hostname_check
+from stages.core.checks import hostname_check
 from stages.core.errors import UserError
 from stages.core.util import CommandFailed, forget, run, spawn, tmp_name
 from stages.flash.device import Device, human_size, inspect_device, open_exclusive, refuse_unsafe

@@ -144,7 +144,7 @@ def test_armhf_shrunk_file_ends_with_a_clean_root_and_growroot_is_installed(buil
 def test_building_over_its_own_output_changes_nothing_twice(built_arm64: Path, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     from stages.build.pipeline import build
-    from stages.core.config import load_recipe
+    from stages.core.recipe import load_recipe
 
     monkeypatch.setenv("ENTROPI_HOST_APT", "0")  # this time apt runs inside the chroot (the fallback)
 

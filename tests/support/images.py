@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from stages.core.config import Config, load_recipe
+from stages.core.config import Config
+from stages.core.recipe import load_recipe
 from stages.core.runner import Context
 from tests.conftest import ROOT
 from tests.support.fakeguest import FakeGuest

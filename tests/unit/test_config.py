@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from stages.core.config import describe_settings, iter_settings, load_recipe, parse_size, resolved_toml
+from stages.core.checks import parse_size
 from stages.core.errors import UserError
+from stages.core.recipe import describe_settings, iter_settings, load_recipe, resolved_toml
 from tests.conftest import FIXTURES, ROOT
 
 BAD = sorted((FIXTURES / "bad").glob("*.toml"))

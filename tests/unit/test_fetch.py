@@ -18,8 +18,8 @@ import pytest
 
 from stages.build.fetch import Fetch
 from stages.build.pipeline import build_stages
-from stages.core.config import load_recipe
 from stages.core.errors import UserError
+from stages.core.recipe import load_recipe
 from stages.core.runner import Context
 from stages.source.fetch import fetch, fetch_base
 from tests.conftest import ROOT, need_tools

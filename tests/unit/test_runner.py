@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from stages.core.config import Config, load_recipe
+from stages.core.config import Config
 from stages.core.errors import UserError
+from stages.core.recipe import load_recipe
 from stages.core.runner import Context, Stage, run_stages
 from tests.conftest import ROOT
 

@@ -21,7 +21,7 @@ from stages.build.hwrng import Hwrng
 from stages.build.overlays import Overlays
 from stages.build.pipeline import build_stages
 from stages.build.secrets import Secrets
-from stages.core.config import load_recipe
+from stages.core.recipe import load_recipe
 from stages.core.runner import Context, Stage, unprovided_reads
 from stages.core.state import FIELDS, BuildState
 from stages.image.handle import GuestHandle

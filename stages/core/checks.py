@@ -1,0 +1,135 @@
+"""The validations recipe settings declare (config.py): each returns None when the value is
+fine, else (what is wrong, hint). Also the one size parser, used by the stages too."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+# A check returns None when the value is fine, else (what is wrong, hint).
+Check = Callable[[Any], "tuple[str, str] | None"]
+
+
+
+def one_of(*choices: str) -> Check:
+    def check(value: Any) -> tuple[str, str] | None:
+        if value in choices:
+            return None
+        return f"expected one of {', '.join(repr(c) for c in choices)}, got {value!r}", (
+            f"use one of: {', '.join(choices)}"
+        )
+
+    return check
+
+
+def at_least(low: int, *, also: tuple[int, ...] = ()) -> Check:
+    def check(value: Any) -> tuple[str, str] | None:
+        if value >= low or value in also:
+            return None
+        return f"expected an integer >= {low}, got {value!r}", f"use {low} or more"
+
+    return check
+
+
+def each_of(*choices: str) -> Check:
+    def check(value: Any) -> tuple[str, str] | None:
+        bad = [v for v in value if v not in choices]
+        if not bad:
+            return None
+        return f"unknown entry {bad[0]!r}", f"entries are {', '.join(choices)}"
+
+    return check
+
+
+_SIZE = re.compile(r"^\+?(\d+)([KMG]i?B?|)$", re.IGNORECASE)
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def parse_size(text: str) -> int:
+    """'+768M' -> bytes. Units K, M, G (binary)."""
+    m = _SIZE.match(text.strip())
+    if not m:
+        raise ValueError(text)
+    scale = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[m.group(2)[:1].lower()]
+    return int(m.group(1)) * scale
+
+
+def size_check(value: Any) -> tuple[str, str] | None:
+    if value == "":
+        return None
+    try:
+        parse_size(value)
+    except ValueError:
+        return f"expected a size like \"+768M\", got {value!r}", "write a number with K, M or G"
+    return None
+
+
+def sha256_check(value: Any) -> tuple[str, str] | None:
+    if value == "" or _HEX64.match(value):
+        return None
+    return f"expected 64 hex digits, got {value!r}", "copy the value from the .sha256 file"
+
+
+def url_check(value: Any) -> tuple[str, str] | None:
+    if value == "" or re.match(r"^(https?|file)://", value):
+        return None
+    return f"expected an http(s):// or file:// URL, got {value!r}", "write the full URL"
+
+
+def crypt_check(value: Any) -> tuple[str, str] | None:
+    if any(c in value for c in ":\n\r"):
+        return f"a password hash cannot contain ':' or a newline, got {value!r}", "paste the hash on one line"
+    if value == "" or re.match(r"^\$(y|gy|7|2[abxy]|5|6|1)\$", value) or value in ("!", "*"):
+        return None
+    return (
+        "expected a crypt(3) hash, got a plain password",
+        "hash it with: openssl passwd -6  (or mkpasswd -m yescrypt) and paste the $...$ result",
+    )
+
+
+_HOST = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+def hostname_check(value: Any) -> tuple[str, str] | None:
+    if _HOST.match(value):
+        return None
+    return f"not a valid hostname: {value!r}", "use letters, digits and '-', at most 63"
+
+
+def username_check(value: Any) -> tuple[str, str] | None:
+    if re.match(r"^[a-z_][a-z0-9_-]{0,31}$", value) and value != "root":
+        return None
+    return f"not a valid user name: {value!r}", "use lower-case letters, digits, '_' or '-'"
+
+
+def module_check(value: Any) -> tuple[str, str] | None:
+    if value == "auto" or re.match(r"^[a-z0-9_-]+$", value):
+        return None
+    return f"not a kernel module name: {value!r}", "use 'auto' or a name like bcm2835_rng"
+
+
+def device_check(value: Any) -> tuple[str, str] | None:
+    if re.match(r"^/dev/[A-Za-z0-9_./-]+$", value) and ".." not in value:
+        return None
+    return f"expected a device path under /dev, got {value!r}", "use /dev/hwrng"
+
+
+def ecdsa_check(value: Any) -> tuple[str, str] | None:
+    if value in (256, 384, 521):
+        return None
+    return f"expected 256, 384 or 521, got {value!r}", "use 521 (the default)"
+
+
+def positive(value: Any) -> tuple[str, str] | None:
+    if value > 0:
+        return None
+    return f"expected a positive number, got {value!r}", "use a number above 0"
+
+
+def percent_half(value: Any) -> tuple[str, str] | None:
+    if 1 <= value <= 50:
+        return None
+    return f"expected 1..50 (percent of the pool), got {value!r}", (
+        "rngd should fill at most half of the kernel pool; use 50 or less"
+    )
