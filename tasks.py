@@ -176,7 +176,7 @@ def clean(c: Context, all: bool = False) -> None:
             shutil.rmtree(path)
             print(f"removed {path}")
     if all:
-        from stages.core.util import cache_dir
+        from stages.core.files import cache_dir
 
         cache = cache_dir()
         if cache.exists():

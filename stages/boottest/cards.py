@@ -22,7 +22,7 @@ from stages.boottest.checks import Check, evaluate, growth_check
 from stages.boottest.evidence import Boot, keyscan, known_hosts_keys
 from stages.boottest.machine import Machine, card_dir, make_overlay
 from stages.core import progress
-from stages.core.util import remove_tree, sha256_file
+from stages.core.files import remove_tree, sha256_file
 
 PROBE_ARGS = "systemd.wants=entropi-probe.service"  # a start job for the probe; the image is unchanged
 SSH_OPTS = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR"]

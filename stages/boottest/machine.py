@@ -23,7 +23,7 @@ from types import TracebackType
 
 from stages.boottest.bootfiles import BootFiles
 from stages.boottest.faults import Failure, find_failure
-from stages.core.util import forget, run, spawn
+from stages.core.processes import forget, run, spawn
 
 QEMU = {"arm64": ("qemu-system-aarch64", "raspi3b"), "armhf": ("qemu-system-arm", "raspi2b")}
 # Milestones in the serial log, for timings: (name, pattern)

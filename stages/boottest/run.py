@@ -15,8 +15,8 @@ from stages.boottest.cards import BootTest
 from stages.build.pipeline import build
 from stages.core.config import Config
 from stages.core.errors import UserError
+from stages.core.processes import run
 from stages.core.recipe import load_recipe
-from stages.core.util import run
 
 
 def throwaway_key(out_dir: Path, name: str) -> Path:

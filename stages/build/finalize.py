@@ -7,9 +7,10 @@ from pathlib import Path
 
 from stages.core import progress
 from stages.core.config import Config
+from stages.core.files import sha256_file, tmp_name
+from stages.core.processes import run
 from stages.core.runner import Context, Stage
 from stages.core.state import need
-from stages.core.util import run, sha256_file, tmp_name
 
 COMPRESSORS = {"xz": (".xz", ["xz", "-T0", "-6", "-c"]), "zst": (".zst", ["zstd", "-T0", "-q", "-c", "-10"])}
 

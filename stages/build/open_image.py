@@ -12,9 +12,9 @@ import subprocess
 
 from stages.core.config import Config
 from stages.core.errors import UserError
+from stages.core.processes import run
 from stages.core.runner import Context, Stage
 from stages.core.state import need
-from stages.core.util import run
 from stages.image.disk import attach_partition, detach_loop, fat_list, read_mbr
 from stages.image.guest import Launch
 from stages.image.rootfs import detect_arch, detect_boot_mount, os_release

@@ -20,9 +20,9 @@ from pathlib import Path
 
 from stages.core.config import Config
 from stages.core.errors import UserError
+from stages.core.processes import CommandFailed, run, text
 from stages.core.runner import Context, Stage
 from stages.core.state import need
-from stages.core.util import CommandFailed, run, text
 from stages.image.chroot import APT_FAST, DPKG_FAST, ENV, FIX_BINFMT, host_env, require_binfmt
 
 

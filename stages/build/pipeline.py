@@ -21,8 +21,8 @@ from stages.build.secrets import Secrets
 from stages.build.shrink import Shrink
 from stages.build.work_copy import WorkCopy
 from stages.core.config import Config
+from stages.core.files import remove_tree
 from stages.core.runner import Context, Stage, run_stages
-from stages.core.util import remove_tree
 
 
 def source_stage(config: Config) -> Stage:

@@ -13,9 +13,9 @@ from stages.core import progress
 from stages.core.checks import parse_size
 from stages.core.config import Config
 from stages.core.errors import UserError
+from stages.core.processes import run
 from stages.core.runner import Context, Stage
 from stages.core.state import need
-from stages.core.util import run
 from stages.image.disk import attach_partition, detach_loop, read_mbr
 from stages.image.ext4 import fs_geometry, minimum_blocks
 from stages.image.partitions import require_parted, set_root_partition_end

@@ -11,9 +11,10 @@ import os
 
 from stages.core.checks import parse_size
 from stages.core.config import Config
+from stages.core.files import tmp_name
+from stages.core.processes import run
 from stages.core.runner import Context, Stage
 from stages.core.state import need
-from stages.core.util import run, tmp_name
 from stages.image.disk import read_mbr
 from stages.image.partitions import grow_last_partition, require_parted
 

@@ -23,8 +23,9 @@ from stages import __version__
 from stages.core import progress
 from stages.core.config import Config
 from stages.core.errors import Interrupted, UserError
+from stages.core.files import remove_tree, sha256_file
+from stages.core.processes import kill_children, tool_version
 from stages.core.state import BuildState
-from stages.core.util import kill_children, remove_tree, sha256_file, tool_version
 
 
 class Stage:

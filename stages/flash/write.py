@@ -25,7 +25,8 @@ from typing import IO, Any
 from stages.core import progress
 from stages.core.checks import hostname_check
 from stages.core.errors import UserError
-from stages.core.util import CommandFailed, forget, run, spawn, tmp_name
+from stages.core.files import tmp_name
+from stages.core.processes import CommandFailed, forget, run, spawn
 from stages.flash.device import Device, human_size, inspect_device, open_exclusive, refuse_unsafe
 from stages.flash.source import CHUNK, Source, open_source, verify_bmap, verify_digest
 from stages.image.disk import MTOOLS_ENV, Partition, read_mbr

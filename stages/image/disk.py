@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stages.core.errors import UserError
-from stages.core.util import run, text
+from stages.core.processes import run, text
 
 SECTOR = 512
 MTOOLS_ENV = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}

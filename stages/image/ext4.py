@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from stages.core.errors import UserError
-from stages.core.util import text
+from stages.core.processes import text
 
 
 def fs_geometry(device: str) -> tuple[int, int]:

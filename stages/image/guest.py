@@ -5,7 +5,7 @@ host kernel for a few seconds (cached per host boot), and libguestfs is told
 ``force_tcg`` when the probe fails. The choice is recorded in the manifest.
 
 Under TCG the appliance spends seconds unpacking its xz-compressed kernel in emulation, so
-the kernel is unpacked once on the host (cached under util.cache_dir()/appliance) and
+the kernel is unpacked once on the host (cached under files.cache_dir()/appliance) and
 booted directly through its PVH entry point (QEMU loads such an ELF without a decompressor).
 That appliance is cached apart from the system's (/var/tmp/.guestfs-*). Kernels that cannot
 be unpacked here, or have no PVH entry, are booted as packaged.
@@ -26,7 +26,7 @@ import subprocess
 from pathlib import Path
 
 from stages.core.errors import UserError
-from stages.core.util import cache_dir
+from stages.core.files import cache_dir
 from stages.image.handle import GuestHandle
 
 PROBE_SECONDS = 10

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from stages.core import progress
-from stages.core.util import cache_dir, sha256_file
+from stages.core.files import cache_dir, sha256_file
 
 KEEP_REJECTED = 3
 

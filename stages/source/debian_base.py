@@ -22,8 +22,9 @@ from pathlib import Path
 
 from stages.core import progress
 from stages.core.errors import UserError
+from stages.core.files import atomic_output, cache_dir, remove_tree, sha256_file
+from stages.core.processes import run, text
 from stages.core.runner import require_tools
-from stages.core.util import atomic_output, cache_dir, remove_tree, run, sha256_file, text
 from stages.image.chroot import require_binfmt
 
 FORMAT = 4  # bump whenever the build below changes what lands in the image

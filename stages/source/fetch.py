@@ -16,8 +16,8 @@ from pathlib import Path
 from stages.core import progress
 from stages.core.config import Base, Config
 from stages.core.errors import UserError
+from stages.core.files import cache_dir, sha256_file
 from stages.core.runner import require_tools
-from stages.core.util import cache_dir, sha256_file
 from stages.source.cache import cached_digest, locked, read_sidecar, reject, rejected_dir, write_sidecar
 from stages.source.catalog import Release, lookup
 from stages.source.compression import kind_from_name, kind_of, raw_name, tool_for

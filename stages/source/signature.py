@@ -9,7 +9,7 @@ from pathlib import Path
 
 from stages.core.config import Config
 from stages.core.errors import UserError
-from stages.core.util import run
+from stages.core.processes import run
 from stages.source.download import fetch_small
 
 

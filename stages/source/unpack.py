@@ -22,7 +22,8 @@ from pathlib import Path
 
 from stages.core import progress
 from stages.core.errors import UserError
-from stages.core.util import atomic_output, forget, spawn
+from stages.core.files import atomic_output
+from stages.core.processes import forget, spawn
 from stages.source.compression import TOOLS, OutOfSpace, kind_of, stream_size, write_hashed
 
 CHUNK = 1 << 20

@@ -9,7 +9,7 @@ import pytest
 
 from stages.boottest.base_boot import baked_keys, boot_base, key_types
 from stages.boottest.machine import QEMU
-from stages.core.util import sha256_file
+from stages.core.files import sha256_file
 from tests.conftest import need_tools
 
 pytestmark = pytest.mark.boot

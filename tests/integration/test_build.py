@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from stages.core.util import sha256_file
+from stages.core.files import sha256_file
 from stages.image.disk import read_mbr
 from stages.image.guest import host_kernel, open_guest, unpack_kernel
 from stages.source.debian_base import sidecar

@@ -10,7 +10,7 @@ import random
 import tempfile
 from pathlib import Path
 
-from stages.core.util import run
+from stages.core.processes import run
 from stages.image.disk import MTOOLS_ENV
 
 MIB = 1 << 20

@@ -1,4 +1,4 @@
-"""stages.core.util.sha256_file on sparse and dense files (holes hashed as zeros, not read)."""
+"""stages.core.files.sha256_file on sparse and dense files (holes hashed as zeros, not read)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from stages.core.util import sha256_file
+from stages.core.files import sha256_file
 
 MIB = 1 << 20
 
