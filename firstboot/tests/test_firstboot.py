@@ -398,12 +398,16 @@ def test_issue_block_is_replaced_not_duplicated_on_a_second_run(fb, tree, clock,
     assert issue.count("Debian GNU/Linux 12") == 1
 
 
-def test_hostname_from_boot_partition_is_applied_before_keys(fb, tree, clock, capsys, monkeypatch):
+def run_with_boot_hostname(fb, tree, clock, capsys, monkeypatch, text):
+    """One first boot with ``text`` in the boot partition's entropi/hostname."""
     tree.out.mkdir(parents=True)
-    (tree.out / "hostname").write_text("pi-card-07\n")
+    (tree.out / "hostname").write_text(text)
     monkeypatch.setattr(fb, "getrandom", crng_ready_after(clock, 0))
+    return run(fb, tree, capsys)
 
-    code, verdict, _ = run(fb, tree, capsys)
+
+def test_hostname_from_boot_partition_is_applied_before_keys(fb, tree, clock, capsys, monkeypatch):
+    code, verdict, _ = run_with_boot_hostname(fb, tree, clock, capsys, monkeypatch, "pi-card-07\n")
 
     assert code == 0 and verdict["hostname"] == "pi-card-07"
     assert (tree.root / "etc/hostname").read_text() == "pi-card-07\n"
@@ -416,11 +420,7 @@ def test_hostname_from_boot_partition_is_applied_before_keys(fb, tree, clock, ca
 
 
 def test_invalid_boot_hostname_is_ignored_with_a_warning(fb, tree, clock, capsys, monkeypatch):
-    tree.out.mkdir(parents=True)
-    (tree.out / "hostname").write_text("bad_name!\n")
-    monkeypatch.setattr(fb, "getrandom", crng_ready_after(clock, 0))
-
-    code, verdict, _ = run(fb, tree, capsys)
+    code, verdict, _ = run_with_boot_hostname(fb, tree, clock, capsys, monkeypatch, "bad_name!\n")
 
     assert code == 0 and verdict["hostname"] == "raspberrypi"
     assert any("not a valid RFC 1123 host name" in w for w in verdict["warnings"])

@@ -43,7 +43,6 @@ def each_of(*choices: str) -> Check:
 
 
 _SIZE = re.compile(r"^\+?(\d+)([KMG]i?B?|)$", re.IGNORECASE)
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def parse_size(text: str) -> int:
@@ -65,16 +64,33 @@ def size_check(value: Any) -> tuple[str, str] | None:
     return None
 
 
-def sha256_check(value: Any) -> tuple[str, str] | None:
-    if value == "" or _HEX64.match(value):
-        return None
-    return f"expected 64 hex digits, got {value!r}", "copy the value from the .sha256 file"
+def matching(pattern: str, wrong: str, hint: str, *, also: tuple[str, ...] = (),
+             never: tuple[str, ...] = ()) -> Check:
+    """A text setting that must match ``pattern`` (``also``: other allowed values; ``never``:
+    matching values still refused). ``wrong`` is formatted with the value (``{value!r}``)."""
+    rx = re.compile(pattern)
+
+    def check(value: Any) -> tuple[str, str] | None:
+        if value in also or (rx.match(value) and value not in never):
+            return None
+        return wrong.format(value=value), hint
+
+    return check
 
 
-def url_check(value: Any) -> tuple[str, str] | None:
-    if value == "" or re.match(r"^(https?|file)://", value):
-        return None
-    return f"expected an http(s):// or file:// URL, got {value!r}", "write the full URL"
+# Text settings checked against a pattern; the ones that also allow "" or a keyword first.
+sha256_check = matching(r"^[0-9a-f]{64}$", "expected 64 hex digits, got {value!r}",
+                        "copy the value from the .sha256 file", also=("",))
+url_check = matching(r"^(https?|file)://", "expected an http(s):// or file:// URL, got {value!r}",
+                     "write the full URL", also=("",))
+module_check = matching(r"^[a-z0-9_-]+$", "not a kernel module name: {value!r}",
+                        "use 'auto' or a name like bcm2835_rng", also=("auto",))
+hostname_check = matching(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$", "not a valid hostname: {value!r}",
+                          "use letters, digits and '-', at most 63")
+device_check = matching(r"^(?!.*\.\.)/dev/[A-Za-z0-9_./-]+$", "expected a device path under /dev, got {value!r}",
+                        "use /dev/hwrng")
+username_check = matching(r"^[a-z_][a-z0-9_-]{0,31}$", "not a valid user name: {value!r}",
+                          "use lower-case letters, digits, '_' or '-'", never=("root",))
 
 
 def crypt_check(value: Any) -> tuple[str, str] | None:
@@ -86,33 +102,6 @@ def crypt_check(value: Any) -> tuple[str, str] | None:
         "expected a crypt(3) hash, got a plain password",
         "hash it with: openssl passwd -6  (or mkpasswd -m yescrypt) and paste the $...$ result",
     )
-
-
-_HOST = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
-
-
-def hostname_check(value: Any) -> tuple[str, str] | None:
-    if _HOST.match(value):
-        return None
-    return f"not a valid hostname: {value!r}", "use letters, digits and '-', at most 63"
-
-
-def username_check(value: Any) -> tuple[str, str] | None:
-    if re.match(r"^[a-z_][a-z0-9_-]{0,31}$", value) and value != "root":
-        return None
-    return f"not a valid user name: {value!r}", "use lower-case letters, digits, '_' or '-'"
-
-
-def module_check(value: Any) -> tuple[str, str] | None:
-    if value == "auto" or re.match(r"^[a-z0-9_-]+$", value):
-        return None
-    return f"not a kernel module name: {value!r}", "use 'auto' or a name like bcm2835_rng"
-
-
-def device_check(value: Any) -> tuple[str, str] | None:
-    if re.match(r"^/dev/[A-Za-z0-9_./-]+$", value) and ".." not in value:
-        return None
-    return f"expected a device path under /dev, got {value!r}", "use /dev/hwrng"
 
 
 def ecdsa_check(value: Any) -> tuple[str, str] | None:
