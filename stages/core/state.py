@@ -1,7 +1,7 @@
 """What the build stages hand each other: one typed record instead of a string-keyed dict.
 
 A field is None (or empty) until the stage that provides it has run. Each stage declares
-the fields it ``reads`` and ``provides`` (stages/runner.py ``Stage``); a fast test walks
+the fields it ``reads`` and ``provides`` (stages/core/runner.py ``Stage``); a fast test walks
 every recipe's stage list and proves each field is provided before it is read.
 """
 

@@ -1,6 +1,6 @@
 """The libguestfs calls the build stages make, as a typed Protocol.
 
-The real handle (``guestfs.GuestFS``, see stages/guest.py) satisfies it as it is: the
+The real handle (``guestfs.GuestFS``, see stages/image/guest.py) satisfies it as it is: the
 names and parameters below are those of the Python bindings. tests/support/fakeguest.py
 implements it over a directory tree, so every stage has a fast test without an appliance.
 Paths are absolute paths inside the image; the boot partition is mounted at the image's
