@@ -98,8 +98,8 @@ def main() -> int:
             for p in (out, out_part):
                 p.unlink(missing_ok=True)
 
-        # the server runs in its own process (python tests/httpserver.py DIR), so it shares no GIL with the client
-        server = subprocess.Popen([sys.executable, str(ROOT / "tests" / "httpserver.py"), str(work)],
+        # the server runs in its own process (python tests/support/httpserver.py DIR): no GIL shared with the client
+        server = subprocess.Popen([sys.executable, str(ROOT / "tests" / "support" / "httpserver.py"), str(work)],
                                   stdout=subprocess.PIPE, text=True)
         try:
             assert server.stdout is not None

@@ -256,7 +256,7 @@ class HTTPTestServer:
         self.stop()
 
 
-if __name__ == "__main__":  # serve a directory by hand: python tests/httpserver.py DIR
+if __name__ == "__main__":  # serve a directory by hand: python tests/support/httpserver.py DIR
     import sys
 
     srv = HTTPTestServer()
