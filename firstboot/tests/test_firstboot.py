@@ -1,14 +1,14 @@
 """Unit tests of firstboot/entropi-firstboot against a fake /, /proc and /sys.
 
-The program runs in-process (its getrandom, monotonic and sleep are replaced), with the
-real ssh-keygen. Crash-safety tests that kill the program live in test_firstboot_crash.py.
+The program's package (firstboot/entropi_firstboot/) runs in-process through main.main(), the
+call the launcher makes (seams.getrandom, seams.monotonic and seams.sleep are replaced), with
+the real ssh-keygen; a few tests run the launcher itself. Crash-safety tests that kill the
+program live in test_firstboot_crash.py.
 """
 
 from __future__ import annotations
 
 import ast
-import importlib.machinery
-import importlib.util
 import json
 import os
 import re
@@ -19,7 +19,11 @@ from pathlib import Path
 
 import pytest
 
-PROGRAM = Path(__file__).resolve().parents[1] / "entropi-firstboot"
+import firstboot.entropi_firstboot.main  # noqa: F401  (loads every module of the package)
+from firstboot import entropi_firstboot
+
+PROGRAM = Path(__file__).resolve().parents[1] / "entropi-firstboot"  # the launcher
+PACKAGE = PROGRAM.parent / "entropi_firstboot"
 UNIT = PROGRAM.parent / "entropi-firstboot.service"
 SSH_KEYGEN = shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen"
 FAST_KEYS = [{"type": "ed25519"}, {"type": "ecdsa", "bits": 256}]
@@ -27,17 +31,11 @@ FAST_KEYS = [{"type": "ed25519"}, {"type": "ecdsa", "bits": 256}]
 pytestmark = pytest.mark.skipif(not os.path.exists(SSH_KEYGEN), reason="ssh-keygen not installed")
 
 
-def load_program():
-    loader = importlib.machinery.SourceFileLoader("entropi_firstboot", str(PROGRAM))
-    spec = importlib.util.spec_from_loader("entropi_firstboot", loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
-
-
 @pytest.fixture
 def fb():
-    return load_program()
+    """The program's package, every module loaded (fb.main, fb.seams, fb.config, ...): the
+    code the launcher runs, imported from firstboot/entropi_firstboot/."""
+    return entropi_firstboot
 
 
 class FakeClock:
@@ -117,8 +115,8 @@ def tree(tmp_path):
 @pytest.fixture
 def clock(fb, monkeypatch):
     fake = FakeClock()
-    monkeypatch.setattr(fb, "monotonic", fake.monotonic)
-    monkeypatch.setattr(fb, "sleep", fake.sleep)
+    monkeypatch.setattr(fb.seams, "monotonic", fake.monotonic)
+    monkeypatch.setattr(fb.seams, "sleep", fake.sleep)
     return fake
 
 
@@ -135,7 +133,7 @@ def crng_ready_after(clock: FakeClock, at: float):
 
 
 def run(fb, tree, capsys):
-    code = fb.main(tree.args())
+    code = fb.main.main(tree.args())
     out = capsys.readouterr().out
     verdicts = [line for line in out.splitlines() if line.startswith("ENTROPI-FIRSTBOOT ")]
     assert len(verdicts) == 1, "exactly one verdict line expected, got:\n" + out
@@ -166,7 +164,7 @@ def evidence(tree: Tree) -> dict:
 
 
 def test_new_kernel_waits_for_crng_then_makes_keys_after_it(fb, tree, clock, capsys, monkeypatch):
-    monkeypatch.setattr(fb, "getrandom", crng_ready_after(clock, 1003.0))
+    monkeypatch.setattr(fb.seams, "getrandom", crng_ready_after(clock, 1003.0))
 
     code, verdict, out = run(fb, tree, capsys)
 
@@ -188,7 +186,7 @@ def test_old_kernel_waits_until_entropy_avail_reaches_min_entropy(fb, tree, cloc
                                                                   monkeypatch):
     tree.set_pool(avail=100, poolsize=4096)
     tree.config({"key_types": FAST_KEYS, "min_entropy": 2048})
-    monkeypatch.setattr(fb, "getrandom", crng_ready_after(clock, 0))
+    monkeypatch.setattr(fb.seams, "getrandom", crng_ready_after(clock, 0))
 
     def rise(c: FakeClock) -> None:
         level = int((tree.proc / "sys/kernel/random/entropy_avail").read_text())
@@ -210,7 +208,7 @@ def test_old_kernel_waits_until_entropy_avail_reaches_min_entropy(fb, tree, cloc
 
 def test_new_kernel_ignores_min_entropy_when_crng_is_ready(fb, tree, clock, capsys, monkeypatch):
     tree.set_pool(avail=40, poolsize=256)
-    monkeypatch.setattr(fb, "getrandom", crng_ready_after(clock, 0))
+    monkeypatch.setattr(fb.seams, "getrandom", crng_ready_after(clock, 0))
 
     code, verdict, _ = run(fb, tree, capsys)
 
@@ -222,7 +220,7 @@ def test_new_kernel_ignores_min_entropy_when_crng_is_ready(fb, tree, clock, caps
 def test_timeout_with_continue_makes_keys_and_warns_in_every_report(fb, tree, clock, capsys,
                                                                     monkeypatch):
     tree.config({"key_types": FAST_KEYS, "wait_timeout": 30, "on_timeout": "continue"})
-    monkeypatch.setattr(fb, "getrandom", crng_ready_after(clock, float("inf")))
+    monkeypatch.setattr(fb.seams, "getrandom", crng_ready_after(clock, float("inf")))
 
     code, verdict, out = run(fb, tree, capsys)
 
@@ -246,12 +244,12 @@ def test_timeout_with_continue_makes_keys_and_warns_in_every_report(fb, tree, cl
 
 def test_timeout_with_fail_makes_no_keys_and_exits_nonzero(fb, tree, clock, capsys, monkeypatch):
     tree.config({"key_types": FAST_KEYS, "wait_timeout": 5, "on_timeout": "fail"})
-    monkeypatch.setattr(fb, "getrandom", crng_ready_after(clock, float("inf")))
+    monkeypatch.setattr(fb.seams, "getrandom", crng_ready_after(clock, float("inf")))
     (tree.root / "etc/ssh/ssh_host_ed25519_key").write_text("baked into the image")
 
     code, verdict, out = run(fb, tree, capsys)
 
-    assert code == fb.EXIT_TIMEOUT_FAIL == 1
+    assert code == fb.main.EXIT_TIMEOUT_FAIL == 1
     assert verdict["status"] == "failed"
     assert verdict["error"] == "entropy wait timed out (crng not ready)"
     assert verdict["fingerprints"] == []
@@ -266,9 +264,9 @@ def test_timeout_with_fail_makes_no_keys_and_exits_nonzero(fb, tree, clock, caps
 def test_failed_run_is_retried_at_next_boot_and_then_succeeds(fb, tree, clock, capsys,
                                                              monkeypatch):
     tree.config({"key_types": FAST_KEYS, "wait_timeout": 5, "on_timeout": "fail"})
-    monkeypatch.setattr(fb, "getrandom", crng_ready_after(clock, float("inf")))
+    monkeypatch.setattr(fb.seams, "getrandom", crng_ready_after(clock, float("inf")))
     assert run(fb, tree, capsys)[0] == 1
-    monkeypatch.setattr(fb, "getrandom", crng_ready_after(clock, 0))
+    monkeypatch.setattr(fb.seams, "getrandom", crng_ready_after(clock, 0))
 
     code, verdict, _ = run(fb, tree, capsys)
 
@@ -278,7 +276,7 @@ def test_failed_run_is_retried_at_next_boot_and_then_succeeds(fb, tree, clock, c
 
 def test_no_hwrng_is_recorded_and_keys_are_still_made(fb, tree, clock, capsys, monkeypatch):
     tree.set_hwrng(None)
-    monkeypatch.setattr(fb, "getrandom", crng_ready_after(clock, 0))
+    monkeypatch.setattr(fb.seams, "getrandom", crng_ready_after(clock, 0))
 
     code, verdict, _ = run(fb, tree, capsys)
 
@@ -292,7 +290,7 @@ def test_no_hwrng_is_recorded_and_keys_are_still_made(fb, tree, clock, capsys, m
 def test_evidence_records_hwrng_rngd_uptime_and_per_key_timings(fb, tree, clock, capsys,
                                                                 monkeypatch):
     tree.start_rngd()
-    monkeypatch.setattr(fb, "getrandom", crng_ready_after(clock, 0))
+    monkeypatch.setattr(fb.seams, "getrandom", crng_ready_after(clock, 0))
 
     run(fb, tree, capsys)
 
@@ -307,7 +305,7 @@ def test_evidence_records_hwrng_rngd_uptime_and_per_key_timings(fb, tree, clock,
 
 
 def test_missing_config_file_means_all_defaults(fb, tmp_path):
-    config = fb.load_config(str(tmp_path / "absent.json"))
+    config = fb.config.load_config(str(tmp_path / "absent.json"))
     assert config == {
         "key_types": [{"type": "ed25519", "bits": None}, {"type": "ecdsa", "bits": 521},
                       {"type": "rsa", "bits": 4096}],
@@ -319,7 +317,7 @@ def test_missing_config_file_means_all_defaults(fb, tmp_path):
 def test_partial_config_keeps_defaults_for_missing_keys(fb, tmp_path):
     path = tmp_path / "firstboot.json"
     path.write_text(json.dumps({"on_timeout": "fail"}))
-    config = fb.load_config(str(path))
+    config = fb.config.load_config(str(path))
     assert config["on_timeout"] == "fail"
     assert config["wait_timeout"] == 300 and config["min_entropy"] == 2048
     assert config["boot_dir"] == "/boot/firmware"
@@ -339,7 +337,7 @@ def test_bad_config_is_refused_with_a_message_and_no_keys(fb, tree, capsys, data
 
     code, verdict, _ = run(fb, tree, capsys)
 
-    assert code == fb.EXIT_CONFIG == 2
+    assert code == fb.main.EXIT_CONFIG == 2
     assert verdict["status"] == "failed"
     assert re.search(message, verdict["error"]), verdict["error"]
     assert os.listdir(str(tree.root / "etc/ssh")) == []
@@ -352,7 +350,7 @@ def test_bad_config_is_refused_with_a_message_and_no_keys(fb, tree, capsys, data
 
 
 def test_published_fingerprints_equal_ssh_keygen_of_the_keys(fb, tree, clock, capsys, monkeypatch):
-    monkeypatch.setattr(fb, "getrandom", crng_ready_after(clock, 0))
+    monkeypatch.setattr(fb.seams, "getrandom", crng_ready_after(clock, 0))
 
     code, verdict, out = run(fb, tree, capsys)
 
@@ -372,7 +370,7 @@ def test_published_fingerprints_equal_ssh_keygen_of_the_keys(fb, tree, clock, ca
 
 def test_known_hosts_is_accepted_by_ssh_keygen_for_the_hostname(fb, tree, clock, capsys,
                                                                 monkeypatch):
-    monkeypatch.setattr(fb, "getrandom", crng_ready_after(clock, 0))
+    monkeypatch.setattr(fb.seams, "getrandom", crng_ready_after(clock, 0))
     run(fb, tree, capsys)
     known_hosts = tree.out / "known_hosts"
 
@@ -388,13 +386,13 @@ def test_known_hosts_is_accepted_by_ssh_keygen_for_the_hostname(fb, tree, clock,
 
 def test_issue_block_is_replaced_not_duplicated_on_a_second_run(fb, tree, clock, capsys,
                                                                 monkeypatch):
-    monkeypatch.setattr(fb, "getrandom", crng_ready_after(clock, 0))
+    monkeypatch.setattr(fb.seams, "getrandom", crng_ready_after(clock, 0))
     run(fb, tree, capsys)
     run(fb, tree, capsys)
 
     issue = (tree.root / "etc/issue").read_text()
 
-    assert issue.count(fb.ISSUE_BEGIN) == 1 and issue.count(fb.ISSUE_END) == 1
+    assert issue.count(fb.publish.ISSUE_BEGIN) == 1 and issue.count(fb.publish.ISSUE_END) == 1
     assert issue.count("Debian GNU/Linux 12") == 1
 
 
@@ -402,7 +400,7 @@ def run_with_boot_hostname(fb, tree, clock, capsys, monkeypatch, text):
     """One first boot with ``text`` in the boot partition's entropi/hostname."""
     tree.out.mkdir(parents=True)
     (tree.out / "hostname").write_text(text)
-    monkeypatch.setattr(fb, "getrandom", crng_ready_after(clock, 0))
+    monkeypatch.setattr(fb.seams, "getrandom", crng_ready_after(clock, 0))
     return run(fb, tree, capsys)
 
 
@@ -433,12 +431,12 @@ def test_invalid_boot_hostname_is_ignored_with_a_warning(fb, tree, clock, capsys
     ("a..b", False), ("pi.", False),
 ])
 def test_hostname_validation_follows_rfc_1123(fb, name, ok):
-    assert fb.valid_hostname(name) is ok
+    assert fb.hostname.valid_hostname(name) is ok
 
 
 def test_missing_boot_partition_still_makes_keys_and_warns(fb, tree, clock, capsys, monkeypatch):
     shutil.rmtree(str(tree.root / "boot"))
-    monkeypatch.setattr(fb, "getrandom", crng_ready_after(clock, 0))
+    monkeypatch.setattr(fb.seams, "getrandom", crng_ready_after(clock, 0))
 
     code, verdict, _ = run(fb, tree, capsys)
 
@@ -448,7 +446,7 @@ def test_missing_boot_partition_still_makes_keys_and_warns(fb, tree, clock, caps
 
 
 def test_marker_is_written_at_the_end_of_a_successful_run(fb, tree, clock, capsys, monkeypatch):
-    monkeypatch.setattr(fb, "getrandom", crng_ready_after(clock, 0))
+    monkeypatch.setattr(fb.seams, "getrandom", crng_ready_after(clock, 0))
     assert not (tree.root / "var/lib/entropi/firstboot.done").exists()
 
     run(fb, tree, capsys)
@@ -474,7 +472,7 @@ def test_keys_present_before_the_first_run_are_never_trusted(fb, tree, clock, ca
     make_pair(tree.key("ed25519"))
     baked = tree.key("ed25519").with_suffix(".pub").read_text().split()[1]
     (tree.root / "etc/ssh/ssh_host_dsa_key").write_text("old")
-    monkeypatch.setattr(fb, "getrandom", crng_ready_after(clock, 0))
+    monkeypatch.setattr(fb.seams, "getrandom", crng_ready_after(clock, 0))
 
     code, _, _ = run(fb, tree, capsys)
 
@@ -490,7 +488,7 @@ def test_zero_length_keys_left_by_other_tools_are_replaced(fb, tree, clock, caps
     for ktype in ("ed25519", "ecdsa"):
         tree.key(ktype).write_bytes(b"")
         tree.key(ktype).with_suffix(".pub").write_bytes(b"")
-    monkeypatch.setattr(fb, "getrandom", crng_ready_after(clock, 0))
+    monkeypatch.setattr(fb.seams, "getrandom", crng_ready_after(clock, 0))
 
     code, verdict, _ = run(fb, tree, capsys)
 
@@ -506,7 +504,7 @@ def test_truncated_private_key_is_replaced(fb, tree, clock, capsys, monkeypatch)
     old_pub = tree.key("ed25519").with_suffix(".pub").read_text()
     data = tree.key("ed25519").read_bytes()
     tree.key("ed25519").write_bytes(data[: len(data) // 2])
-    monkeypatch.setattr(fb, "getrandom", crng_ready_after(clock, 0))
+    monkeypatch.setattr(fb.seams, "getrandom", crng_ready_after(clock, 0))
 
     code, verdict, _ = run(fb, tree, capsys)
 
@@ -521,7 +519,7 @@ def test_mismatched_pair_is_replaced(fb, tree, clock, capsys, monkeypatch, tmp_p
     make_pair(tree.key("ed25519"))
     make_pair(tmp_path / "other")
     shutil.copy(str(tmp_path / "other.pub"), str(tree.key("ed25519")) + ".pub")
-    monkeypatch.setattr(fb, "getrandom", crng_ready_after(clock, 0))
+    monkeypatch.setattr(fb.seams, "getrandom", crng_ready_after(clock, 0))
 
     code, verdict, _ = run(fb, tree, capsys)
 
@@ -537,7 +535,7 @@ def test_private_key_without_public_key_and_orphan_public_key_are_replaced(fb, t
     tree.key("ed25519").with_suffix(".pub").unlink()
     make_pair(tree.key("ecdsa"), "ecdsa")
     tree.key("ecdsa").unlink()
-    monkeypatch.setattr(fb, "getrandom", crng_ready_after(clock, 0))
+    monkeypatch.setattr(fb.seams, "getrandom", crng_ready_after(clock, 0))
 
     code, _, _ = run(fb, tree, capsys)
 
@@ -552,7 +550,7 @@ def test_sound_pair_from_an_interrupted_run_is_kept(fb, tree, clock, capsys, mon
     resume(tree)
     make_pair(tree.key("ed25519"))
     before = tree.key("ed25519").read_bytes()
-    monkeypatch.setattr(fb, "getrandom", crng_ready_after(clock, 0))
+    monkeypatch.setattr(fb.seams, "getrandom", crng_ready_after(clock, 0))
 
     code, verdict, _ = run(fb, tree, capsys)
 
@@ -566,7 +564,7 @@ def test_key_of_wrong_size_for_the_config_is_replaced(fb, tree, clock, capsys, m
     resume(tree)
     make_pair(tree.key("ecdsa"), "ecdsa")  # 256 bits
     tree.config({"key_types": [{"type": "ecdsa", "bits": 384}]})
-    monkeypatch.setattr(fb, "getrandom", crng_ready_after(clock, 0))
+    monkeypatch.setattr(fb.seams, "getrandom", crng_ready_after(clock, 0))
 
     code, verdict, _ = run(fb, tree, capsys)
 
@@ -578,10 +576,10 @@ def test_key_of_wrong_size_for_the_config_is_replaced(fb, tree, clock, capsys, m
 def test_keys_made_after_a_timeout_are_replaced_by_a_later_run_that_completes(
         fb, tree, clock, capsys, monkeypatch):
     tree.config({"key_types": FAST_KEYS, "wait_timeout": 1})
-    monkeypatch.setattr(fb, "getrandom", crng_ready_after(clock, float("inf")))
+    monkeypatch.setattr(fb.seams, "getrandom", crng_ready_after(clock, float("inf")))
     assert run(fb, tree, capsys)[1]["status"] == "timeout-continue"
     weak = tree.key("ed25519").read_bytes()
-    monkeypatch.setattr(fb, "getrandom", crng_ready_after(clock, 0))
+    monkeypatch.setattr(fb.seams, "getrandom", crng_ready_after(clock, 0))
 
     code, verdict, _ = run(fb, tree, capsys)  # e.g. run again by hand
 
@@ -592,7 +590,7 @@ def test_keys_made_after_a_timeout_are_replaced_by_a_later_run_that_completes(
 
 def test_default_config_makes_ed25519_ecdsa521_rsa4096(fb, tree, clock, capsys, monkeypatch):
     (tree.root / "etc/entropi/firstboot.json").unlink()
-    monkeypatch.setattr(fb, "getrandom", crng_ready_after(clock, 0))
+    monkeypatch.setattr(fb.seams, "getrandom", crng_ready_after(clock, 0))
 
     code, verdict, _ = run(fb, tree, capsys)
 
@@ -644,14 +642,21 @@ def test_unit_runs_once_before_sshd_after_rngd_and_keeps_sshd_down_on_failure():
     assert s[("Install", "WantedBy")] == ["multi-user.target"]
 
 
+def program_sources():
+    """The launcher and every module of its package: the program as the build installs it."""
+    return [PROGRAM, *sorted(PACKAGE.glob("*.py"))]
+
+
 def test_program_source_parses_as_python_3_7():
-    source = PROGRAM.read_text()
-    ast.parse(source, filename=str(PROGRAM), feature_version=(3, 7))
-    assert source.startswith("#!/usr/bin/python3\n")
+    assert len(program_sources()) > 2, "the package's modules are missing"
+    for path in program_sources():
+        source = path.read_text()
+        ast.parse(source, filename=str(path), feature_version=(3, 7))
+        for newer in ("removeprefix", "removesuffix", "cached_property", "shlex.join",
+                      "Literal", "TypedDict", "Protocol", "math.prod"):
+            assert newer not in source, f"{path.name}: {newer} is not available on python3.7"
+    assert PROGRAM.read_text().startswith("#!/usr/bin/python3\n")
     assert os.access(str(PROGRAM), os.X_OK), "the program must be executable"
-    for newer in ("removeprefix", "removesuffix", "cached_property", "shlex.join",
-                  "Literal", "TypedDict", "Protocol", "math.prod"):
-        assert newer not in source, f"{newer} is not available on python3.7"
 
 
 def find_python37():
@@ -679,13 +684,31 @@ def test_program_runs_under_python_3_7_when_available(tree):
     assert_sound_pair(tree.key("ed25519"))
 
 
+def test_installed_launcher_finds_its_package_next_to_it_and_writes_no_bytecode(tree, tmp_path):
+    """The build's layout, /usr/lib/entropi/{entropi-firstboot,entropi_firstboot/}, run with -I
+    (no script directory, no PYTHON* variables on sys.path) from elsewhere."""
+    lib = tmp_path / "usr/lib/entropi"
+    (lib / "entropi_firstboot").mkdir(parents=True)
+    shutil.copy2(str(PROGRAM), str(lib / "entropi-firstboot"))
+    for module in PACKAGE.glob("*.py"):
+        shutil.copy2(str(module), str(lib / "entropi_firstboot" / module.name))
+
+    result = subprocess.run([sys.executable, "-I", str(lib / "entropi-firstboot"), *tree.args()],
+                            capture_output=True, text=True, cwd=str(tmp_path))
+
+    assert result.returncode == 0, result.stderr
+    assert '"status": "ok"' in result.stdout
+    assert_sound_pair(tree.key("ed25519"))
+    assert not list(lib.rglob("__pycache__")), "the program wrote bytecode"
+
+
 def test_program_passes_ruff():
-    """`ruff check firstboot` skips files without .py: lint the program by name."""
+    """`ruff check firstboot` skips the launcher (no .py): lint it, and its package, by name."""
     ruff = shutil.which("ruff", path=os.path.dirname(sys.executable)) or shutil.which("ruff")
     if ruff is None:
         pytest.skip("ruff not installed")
-    result = subprocess.run([ruff, "check", "--no-cache", str(PROGRAM)], capture_output=True, text=True,
-                            cwd=str(PROGRAM.parents[1]))
+    result = subprocess.run([ruff, "check", "--no-cache", *map(str, program_sources())], capture_output=True,
+                            text=True, cwd=str(PROGRAM.parents[1]))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -697,11 +720,11 @@ def test_ssh_keygen_failure_fails_the_run_with_its_message(fb, tree, clock, caps
     fake.write_text("#!/bin/sh\necho 'boom: no randomness' >&2\nexit 1\n")
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", str(bin_dir))
-    monkeypatch.setattr(fb, "getrandom", crng_ready_after(clock, 0))
+    monkeypatch.setattr(fb.seams, "getrandom", crng_ready_after(clock, 0))
 
     code, verdict, _ = run(fb, tree, capsys)
 
-    assert code == fb.EXIT_ERROR == 3
+    assert code == fb.main.EXIT_ERROR == 3
     assert verdict["status"] == "failed"
     assert re.search(r"ssh-keygen .*-t ed25519.* failed \(exit 1\): boom: no randomness", verdict["error"])
     assert not tree.key("ed25519").exists()

@@ -1,18 +1,16 @@
 """What the build writes to /etc/entropi/firstboot.json is what entropi-firstboot accepts,
-for every shipped recipe, and the program's defaults are config.py's defaults."""
+for every shipped recipe, and the program's defaults are stages/core/config.py's defaults."""
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
+from firstboot.entropi_firstboot import config
 from stages.build.firstboot_unit import FirstbootUnit, firstboot_settings
-from stages.core.paths import FIRSTBOOT
 from stages.core.recipe import load_recipe
 from tests.conftest import ROOT
 from tests.support.images import context, make_image
@@ -22,12 +20,8 @@ RECIPES = sorted((ROOT / "recipes").glob("*.toml"))
 
 @pytest.fixture(scope="module")
 def program() -> ModuleType:
-    loader = importlib.machinery.SourceFileLoader("entropi_firstboot_contract", str(FIRSTBOOT / "entropi-firstboot"))
-    spec = importlib.util.spec_from_loader(loader.name, loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
+    """The program's settings module (firstboot/entropi_firstboot/config.py), as it runs on the Pi."""
+    return config
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)

@@ -1,5 +1,8 @@
 """Crash safety of firstboot/entropi-firstboot: kill it after every file operation.
 
+The program runs as the unit runs it: the launcher, as a process, with its package
+entropi_firstboot/ next to it.
+
 ENTROPI_FIRSTBOOT_FAULT_AFTER=N makes the program exit 99 right after its N-th file
 operation (write, fsync, rename, unlink, chmod, ssh-keygen run). After each such
 "reset" the state must be sound (any private key has its complete, matching .pub; no
@@ -18,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-PROGRAM = Path(__file__).resolve().parents[1] / "entropi-firstboot"
+PROGRAM = Path(__file__).resolve().parents[1] / "entropi-firstboot"  # the launcher
 SSH_KEYGEN = shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen"
 TYPES = ("ed25519", "ecdsa")
 FAULT_EXIT = 99

@@ -12,7 +12,11 @@ from stages.image import units
 from stages.image.guest_files import put_file, write_text
 from stages.image.handle import GuestHandle
 
-PROGRAM = "/usr/lib/entropi/entropi-firstboot"
+PROGRAM = "/usr/lib/entropi/entropi-firstboot"  # the launcher; it imports the package next to it
+PACKAGE = "entropi_firstboot"  # the program's modules: firstboot/entropi_firstboot/ -> PACKAGE_DIR
+PACKAGE_DIR = f"/usr/lib/entropi/{PACKAGE}"
+PACKAGE_FILES = ("__init__.py", "config.py", "device.py", "entropy.py", "fileops.py", "hostname.py",
+                 "keys.py", "main.py", "publish.py", "run.py", "seams.py", "trust.py")
 PROBE = "/usr/lib/entropi/entropi-probe"  # runs only when the boot test asks (systemd.wants=)
 UNIT = "entropi-firstboot.service"
 
@@ -37,7 +41,8 @@ class FirstbootUnit(Stage):
     reads = frozenset({"g", "boot_mount", "image"})
 
     def check(self, ctx: Context) -> None:
-        for name in ("entropi-firstboot", "entropi-probe", "entropi-probe.service", UNIT):
+        package = [f"{PACKAGE}/{name}" for name in PACKAGE_FILES]
+        for name in ("entropi-firstboot", *package, "entropi-probe", "entropi-probe.service", UNIT):
             if not (FIRSTBOOT / name).is_file():
                 raise UserError(str(FIRSTBOOT), f"{name} is missing", hint="restore firstboot/ from git")
 
@@ -48,6 +53,10 @@ class FirstbootUnit(Stage):
                             key="packages.install", hint="add python3-minimal to packages.install")
         g.mkdir_p("/usr/lib/entropi")
         install(g, "entropi-firstboot", PROGRAM, 0o755)
+        g.mkdir_p(PACKAGE_DIR)
+        g.chmod(0o755, PACKAGE_DIR)
+        for name in PACKAGE_FILES:
+            install(g, f"{PACKAGE}/{name}", f"{PACKAGE_DIR}/{name}", 0o644)
         install(g, "entropi-probe", PROBE, 0o755)
         install(g, "entropi-probe.service", "/etc/systemd/system/entropi-probe.service", 0o644)
         install(g, UNIT, f"/etc/systemd/system/{UNIT}", 0o644)

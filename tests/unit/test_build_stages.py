@@ -9,20 +9,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import struct
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from stages.build import accounts, edit_open
+from stages.build import accounts, edit_open, firstboot_unit
 from stages.build.accounts import Accounts
 from stages.build.base_image import BaseImage
 from stages.build.edit_close import EditClose
 from stages.build.edit_open import EditOpen
 from stages.build.expansion import GROWROOT, GROWROOT_UNIT, Expansion
 from stages.build.finalize import Finalize
-from stages.build.firstboot_unit import FirstbootUnit
+from stages.build.firstboot_unit import PACKAGE_DIR, PACKAGE_FILES, FirstbootUnit
 from stages.build.hwrng import Hwrng
 from stages.build.open_image import OpenImage
 from stages.build.overlays import Overlays
@@ -32,6 +33,7 @@ from stages.build.secrets import Secrets
 from stages.build.shrink import Shrink
 from stages.build.work_copy import WorkCopy
 from stages.core.errors import UserError
+from stages.core.paths import FIRSTBOOT
 from stages.core.runner import Context
 from stages.image import units
 from stages.image.rootfs import detect_arch, detect_boot_mount, os_release
@@ -181,6 +183,31 @@ def test_firstboot_unit_installs_program_settings_and_enables_it(tmp_path: Path,
     assert {"type": "rsa", "bits": 3072} in settings["key_types"]
     assert wants(g, "entropi-firstboot.service") == "/etc/systemd/system/entropi-firstboot.service"
     assert not g.exists("/etc/systemd/system/entropi-firstboot.service.d")  # 300 s wait: default timeout
+
+
+def test_firstboot_unit_installs_the_programs_package_next_to_its_launcher(tmp_path: Path, g: FakeGuest) -> None:
+    run(FirstbootUnit(), context(tmp_path, g))
+    package = PACKAGE_DIR
+    assert package == "/usr/lib/entropi/entropi_firstboot" and g.is_dir(package) and g.mode(package) == 0o755
+    for name in PACKAGE_FILES:
+        assert g.mode(f"{package}/{name}") == 0o644, name
+        assert g.host(f"{package}/{name}").read_bytes() == (FIRSTBOOT / "entropi_firstboot" / name).read_bytes()
+    assert sorted(g.host(package).iterdir()) == sorted(g.host(package) / name for name in PACKAGE_FILES)
+
+
+def test_firstboot_unit_lists_every_module_of_the_programs_package() -> None:
+    # A module added to firstboot/entropi_firstboot/ and not to PACKAGE_FILES would not be installed.
+    assert sorted(PACKAGE_FILES) == sorted(p.name for p in (FIRSTBOOT / "entropi_firstboot").glob("*.py"))
+
+
+def test_firstboot_unit_preflight_names_a_missing_module_of_the_package(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    copy = tmp_path / "firstboot"
+    shutil.copytree(FIRSTBOOT, copy, ignore=shutil.ignore_patterns("__pycache__", "tests"))
+    (copy / "entropi_firstboot" / "keys.py").unlink()
+    monkeypatch.setattr(firstboot_unit, "FIRSTBOOT", copy)
+    with pytest.raises(UserError, match=r"entropi_firstboot/keys\.py is missing"):
+        FirstbootUnit().check(context(tmp_path, None))
 
 
 def test_firstboot_unit_raises_the_unit_timeout_for_a_long_wait(tmp_path: Path, g: FakeGuest) -> None:
