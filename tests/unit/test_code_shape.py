@@ -1,4 +1,6 @@
-"""The code's shape: small modules and short functions in stages/ and tasks.py (read with ast).
+"""The code's shape: small modules and short functions in stages/, tasks.py and the Python that
+runs on the Pi, firstboot/ (its package and its scripts without .py), read with ast. Tests
+(tests/, firstboot/tests/) are not held to it.
 
 Limits: a module has at most 300 lines unless it is a declarative table named in TABLES
 with its reason; a function or method (decorators included) has at most 60 lines.
@@ -18,8 +20,23 @@ MAX_FUNCTION_LINES = 60
 TABLES: dict[str, str] = {}
 
 
+def _is_python_script(path: Path) -> bool:
+    """A file without .py that python runs: its first line is a python shebang."""
+    with path.open("rb") as f:
+        first = f.readline()
+    return path.suffix == "" and first.startswith(b"#!") and b"python" in first
+
+
+def _firstboot() -> list[Path]:
+    """firstboot/'s Python outside its tests: the package modules and the installed scripts."""
+    firstboot = ROOT / "firstboot"
+    modules = [p for p in firstboot.rglob("*.py") if "tests" not in p.relative_to(firstboot).parts]
+    scripts = [p for p in firstboot.iterdir() if p.is_file() and _is_python_script(p)]
+    return sorted(modules + scripts)
+
+
 def _modules() -> list[Path]:
-    return [*sorted((ROOT / "stages").rglob("*.py")), ROOT / "tasks.py"]
+    return [*sorted((ROOT / "stages").rglob("*.py")), ROOT / "tasks.py", *_firstboot()]
 
 
 def _name(path: Path) -> str:
@@ -64,3 +81,11 @@ def test_the_reader_counts_a_long_function_with_its_decorator(tmp_path: Path) ->
     src = tmp_path / "long.py"
     src.write_text(f"import functools\n\n\n@functools.cache\ndef long() -> None:\n{body}\n")
     assert _function_lengths(src, "long.py") == [("long.py:5 long()", 61)]
+
+
+def test_the_firstboot_scripts_without_py_are_read_too() -> None:
+    names = {_name(p) for p in _firstboot()}
+    for script in ("entropi-firstboot", "entropi-probe", "entropi-growroot"):
+        assert f"firstboot/{script}" in names, script
+    assert "firstboot/entropi_firstboot/main.py" in names
+    assert not any(name.startswith("firstboot/tests/") for name in names)
