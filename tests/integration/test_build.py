@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from stages.build.firstboot_unit import PACKAGE_DIR, PACKAGE_FILES
 from stages.core.files import sha256_file
 from stages.image.disk import read_mbr
 from stages.image.guest import host_kernel, open_guest, unpack_kernel
@@ -94,6 +95,7 @@ def test_ssh_and_firstboot_enabled_and_competing_regenerators_off(g: Any) -> Non
     assert any(x.endswith("ssh.service.requires/entropi-firstboot.service") for x in
                _links(g, "entropi-firstboot.service"))
     assert g.is_file("/usr/lib/entropi/entropi-firstboot")
+    assert all(g.is_file(f"{PACKAGE_DIR}/{name}") for name in PACKAGE_FILES)  # the launcher's package
     assert json.loads(g.cat("/etc/entropi/firstboot.json"))["key_types"][2] == {"type": "rsa", "bits": 3072}
     assert not _links(g, "regenerate_ssh_host_keys.service")
     assert g.readlink("/etc/systemd/system/regenerate_ssh_host_keys.service") == "/dev/null"
