@@ -33,26 +33,26 @@ def root_dir() -> Path:
     return ROOT
 
 
-@pytest.fixture(scope="session")
-def base_arm64() -> Path:
-    """The cached Debian-built arm64 base image (built on first use, minutes)."""
+def _base(arch: str) -> Path:
+    """The cached Debian-built base image for ``arch`` (built on first use, minutes)."""
     need_root()
     need_tools("mmdebstrap", "mkfs.vfat", "mcopy", "sfdisk")
     from stages.source.debian_base import BaseSpec, ensure_base
 
-    with timed("base image", "arm64 (bookworm)"):
-        return ensure_base(BaseSpec("arm64"))
+    with timed("base image", f"{arch} (bookworm)"):
+        return ensure_base(BaseSpec(arch))
+
+
+@pytest.fixture(scope="session")
+def base_arm64() -> Path:
+    """The arm64 base image."""
+    return _base("arm64")
 
 
 @pytest.fixture(scope="session")
 def base_armhf() -> Path:
-    """The cached Debian-built armhf base image (legacy /boot layout)."""
-    need_root()
-    need_tools("mmdebstrap", "mkfs.vfat", "mcopy", "sfdisk")
-    from stages.source.debian_base import BaseSpec, ensure_base
-
-    with timed("base image", "armhf (bookworm)"):
-        return ensure_base(BaseSpec("armhf"))
+    """The armhf base (legacy /boot layout)."""
+    return _base("armhf")
 
 
 @pytest.fixture(scope="session")
@@ -82,30 +82,28 @@ def write_test_recipe(directory: Path, arch: str, pubkey: Path) -> Path:
     return recipe
 
 
-@pytest.fixture(scope="session")
-def built_arm64(base_arm64: Path, user_key: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """out/ci-arm64.img built by the real pipeline from the Debian arm64 base (built once per session)."""
+def _built(arch: str, user_key: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """out/ci-ARCH.img built by the real pipeline from the Debian base (once per session)."""
     from stages.build.pipeline import build
     from stages.core.recipe import load_recipe
 
-    work = tmp_path_factory.mktemp("build-arm64")
-    recipe = write_test_recipe(work, "arm64", user_key.with_suffix(".pub"))
-    with timed("build", "ci-arm64"):
+    work = tmp_path_factory.mktemp(f"build-{arch}")
+    recipe = write_test_recipe(work, arch, user_key.with_suffix(".pub"))
+    with timed("build", f"ci-{arch}"):
         build(load_recipe(recipe), work / "out")
-    return work / "out" / "ci-arm64.img"
+    return work / "out" / f"ci-{arch}.img"
+
+
+@pytest.fixture(scope="session")
+def built_arm64(base_arm64: Path, user_key: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """out/ci-arm64.img, from the Debian arm64 base."""
+    return _built("arm64", user_key, tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
 def built_armhf(base_armhf: Path, user_key: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """out/ci-armhf.img: the legacy layout (boot partition at /boot), built by the real pipeline."""
-    from stages.build.pipeline import build
-    from stages.core.recipe import load_recipe
-
-    work = tmp_path_factory.mktemp("build-armhf")
-    recipe = write_test_recipe(work, "armhf", user_key.with_suffix(".pub"))
-    with timed("build", "ci-armhf"):
-        build(load_recipe(recipe), work / "out")
-    return work / "out" / "ci-armhf.img"
+    """out/ci-armhf.img: the legacy layout (boot partition at /boot)."""
+    return _built("armhf", user_key, tmp_path_factory)
 
 
 # -- CI rules and the timing table -----------------------------------------------------------
