@@ -24,6 +24,9 @@ sys.path.insert(0, str(ROOT))
 from stages.core.errors import Interrupted, UserError  # noqa: E402
 
 DEFAULT_RECIPE = "pipeline.toml"
+SET_HELP = ("Change one recipe setting: KEY=VALUE, KEY dotted as in the recipe (output.name), VALUE a TOML "
+            "value or a bare word; repeatable, e.g. --set output.name=lab "
+            "--set users.authorized_keys='[\"~/.ssh/id_ed25519.pub\"]'")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -46,19 +49,20 @@ def _pytest(c: Context, *args: str) -> None:
     c.run(shlex.join([sys.executable, "-m", "pytest", *args]), pty=False)
 
 
-@task(help={"recipe": "Recipe file (TOML). Default: pipeline.toml"})
+@task(help={"recipe": "Recipe file (TOML). Default: pipeline.toml", "set": SET_HELP}, iterable=["set"])
 @user_errors
-def recipe_check(c: Context, recipe: str = DEFAULT_RECIPE) -> None:
-    """Validate a recipe and print its resolved settings."""
+def recipe_check(c: Context, recipe: str = DEFAULT_RECIPE, set: list[str] | None = None) -> None:
+    """Validate a recipe (with the recipes it extends and --set) and print its resolved settings."""
     from stages.core.recipe import load_recipe, resolved_toml
 
-    print(resolved_toml(load_recipe(recipe)))
+    print(resolved_toml(load_recipe(recipe, set or [])))
 
 
 @task(help={"recipe": "Recipe file (TOML). Default: pipeline.toml (official Raspberry Pi OS Lite, arm64)",
-            "out": "Output directory (default: the recipe's output.dir, 'out')"})
+            "out": "Output directory (default: the recipe's output.dir, 'out')", "set": SET_HELP},
+      iterable=["set"])
 @user_errors
-def build(c: Context, recipe: str = DEFAULT_RECIPE, out: str = "") -> None:
+def build(c: Context, recipe: str = DEFAULT_RECIPE, out: str = "", set: list[str] | None = None) -> None:
     """Build a flash-ready image from a recipe: out/NAME.img, .bmap, compressed copy, .sha256, manifest.
 
     Fetches (or builds) the base, never modifies the cache, enables the hardware RNG and
@@ -68,16 +72,17 @@ def build(c: Context, recipe: str = DEFAULT_RECIPE, out: str = "") -> None:
     from stages.build.pipeline import build as run_build
     from stages.core.recipe import load_recipe
 
-    config = load_recipe(recipe)
+    config = load_recipe(recipe, set or [])
     manifest = run_build(config, Path(out or config.output.dir))
     for name, info in manifest.get("outputs", {}).items():
         print(f"{info['path']}  ({info['bytes']} bytes)" if name.endswith(".img") else info["path"])
 
 
 @task(help={"recipe": "Recipe file (TOML) whose [base] names the image. Default: pipeline.toml",
-            "verify": "Re-hash cached files (and re-check the signature) instead of trusting size and sidecar"})
+            "verify": "Re-hash cached files (and re-check the signature) instead of trusting size and sidecar",
+            "set": SET_HELP}, iterable=["set"])
 @user_errors
-def fetch(c: Context, recipe: str = DEFAULT_RECIPE, verify: bool = False) -> None:
+def fetch(c: Context, recipe: str = DEFAULT_RECIPE, verify: bool = False, set: list[str] | None = None) -> None:
     """Download (or reuse from ~/.cache/entropi/downloads), verify and unpack the recipe's base; print its path.
 
     Handles base.release (Raspberry Pi Imager catalogue), base.url (+ sha256 or sha256_url,
@@ -86,15 +91,16 @@ def fetch(c: Context, recipe: str = DEFAULT_RECIPE, verify: bool = False) -> Non
     from stages.core.recipe import load_recipe
     from stages.source.fetch import fetch_base
 
-    print(fetch_base(load_recipe(recipe), full_verify=verify))
+    print(fetch_base(load_recipe(recipe, set or []), full_verify=verify))
 
 
 @task(help={"image": "Built image (out/NAME.img); its manifest gives arch and user",
             "recipe": "Build this recipe first, then boot-test its output",
             "key": "Private SSH key whose .pub is in the recipe's users.authorized_keys (for the login check); "
-                   "with --recipe and no --key a throwaway key is made and added to the build"})
+                   "with --recipe and no --key a throwaway key is made and added to the build",
+            "set": SET_HELP + " (with --recipe)"}, iterable=["set"])
 @user_errors
-def boot_test(c: Context, image: str = "", recipe: str = "", key: str = "") -> None:
+def boot_test(c: Context, image: str = "", recipe: str = "", key: str = "", set: list[str] | None = None) -> None:
     """Boot the image under QEMU (raspi3b/raspi2b) and prove its properties over SSH.
 
     Writes out/NAME.boot-report.json and out/NAME.boot.log; exits 1 when a check fails.
@@ -103,7 +109,7 @@ def boot_test(c: Context, image: str = "", recipe: str = "", key: str = "") -> N
     from stages.boottest.checks import summary
     from stages.boottest.run import boot_test as run_boot_test
 
-    report = run_boot_test(image, recipe, key)
+    report = run_boot_test(image, recipe, key, set or [])
     print(summary(report))
     if not report["passed"]:
         raise Exit("boot-test: some checks failed (see the report above and out/*.boot-report.json)", code=1)

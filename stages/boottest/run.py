@@ -8,6 +8,7 @@ and turns it into a BootTest.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from stages.boottest.cards import BootTest
 from stages.build.pipeline import build
 from stages.core.config import Config
 from stages.core.errors import UserError
+from stages.core.layers import value_layer
 from stages.core.processes import run
 from stages.core.recipe import load_recipe
 
@@ -30,15 +32,16 @@ def throwaway_key(out_dir: Path, name: str) -> Path:
     return key
 
 
-def build_for_boot_test(recipe: str, key: str) -> tuple[Path, str]:
-    """Build ``recipe`` (adding a throwaway key's .pub when no ``key`` is given). -> (image, key)"""
-    config: Config = load_recipe(recipe)
+def build_for_boot_test(recipe: str, key: str, sets: Sequence[str] = ()) -> tuple[Path, str]:
+    """Build ``recipe`` with ``sets`` (--set KEY=VALUE), adding a throwaway key's .pub when no
+    ``key`` is given. -> (image, key)"""
+    config: Config = load_recipe(recipe, sets)
     out = Path(config.output.dir)
     if not key:
         made = throwaway_key(out, config.name)
         key = str(made)
-        config = load_recipe(recipe, {"users.authorized_keys": [*config.users.authorized_keys,
-                                                                 str(made.with_suffix(".pub"))]})
+        keys = [*config.users.authorized_keys, str(made.with_suffix(".pub"))]
+        config = load_recipe(recipe, sets, [value_layer("boot-test", {"users.authorized_keys": keys})])
     build(config, out)
     return out / f"{config.name}.img", key
 
@@ -74,12 +77,15 @@ def boot_test_for(image: Path, key: str, manifest: dict[str, Any]) -> BootTest:
                     key_count=len(settings["ssh"]["key_types"]))
 
 
-def boot_test(image: str, recipe: str, key: str) -> dict[str, Any]:
-    """Boot-test ``image`` (or the output of building ``recipe``); returns the report."""
+def boot_test(image: str, recipe: str, key: str, sets: Sequence[str] = ()) -> dict[str, Any]:
+    """Boot-test ``image`` (or the output of building ``recipe`` with ``sets``); returns the report."""
     if not image and not recipe:
         raise UserError("boot-test", "nothing to boot", hint="pass --image out/NAME.img or --recipe R")
+    if sets and not recipe:
+        raise UserError("boot-test", "--set changes a recipe, and no --recipe is given",
+                        hint="boot-test --recipe R --set KEY=VALUE builds R with the change first")
     if recipe:
-        built, key = build_for_boot_test(recipe, key)
+        built, key = build_for_boot_test(recipe, key, sets)
         image = str(built)
     path = Path(image)
     check_image(path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from stages.core.checks import KEY_PREFIXES
 from stages.core.errors import UserError
 from stages.core.runner import Context, Stage
 from stages.core.state import need
@@ -15,7 +16,6 @@ from stages.textedit.services import sshd_dropin
 
 ACCOUNT_FILES = ("/etc/passwd", "/etc/shadow", "/etc/group", "/etc/gshadow")
 GROUPS = ["adm", "dialout", "sudo", "audio", "video", "plugdev", "users", "input", "netdev", "gpio", "i2c", "spi"]
-KEY_PREFIXES = ("ssh-", "ecdsa-", "sk-")
 
 
 def authorized_keys(ctx: Context) -> list[str]:

@@ -10,6 +10,9 @@ from typing import Any
 # A check returns None when the value is fine, else (what is wrong, hint).
 Check = Callable[[Any], "tuple[str, str] | None"]
 
+# How an SSH public key line starts (users.authorized_keys holds such lines or .pub paths).
+KEY_PREFIXES = ("ssh-", "ecdsa-", "sk-")
+
 
 
 def one_of(*choices: str) -> Check:

@@ -31,8 +31,12 @@ from stages.core.checks import (
 )
 
 
-def setting(default: Any, help: str, *, check: Check | None = None, path: bool = False) -> Any:
-    """Declare one recipe setting: its default, its help text and its validation."""
+def setting(default: Any, help: str, *, check: Check | None = None, path: bool | str = False) -> Any:
+    """Declare one recipe setting: its default, its help text and its validation.
+
+    ``path=True``: the value (or each entry of a list) is a file or directory, made absolute
+    against the directory of the recipe that sets it (the current directory for --set);
+    ``path="keys"``: the same, except that SSH key lines stay as they are."""
     meta = {"help": help, "check": check, "path": path}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
@@ -122,7 +126,8 @@ class Users:
         check=crypt_check,
     )
     authorized_keys: list[str] = setting(
-        [], "SSH public keys for the user: key lines, or paths of .pub files (relative to the recipe)."
+        [], "SSH public keys for the user: key lines, or paths of .pub files (relative to the recipe).",
+        path="keys",
     )
     lock_root: bool = setting(True, "Lock root's password (passwd -dl root).")
     hostname: str = setting(
@@ -161,7 +166,8 @@ class Overlays:
     """Files copied into the image as they are."""
 
     builtin: bool = setting(True, "Copy the project's overlays/boot and overlays/rootfs.")
-    extra: list[str] = setting([], "More directories holding boot/ and/or rootfs/ trees (relative to the recipe).")
+    extra: list[str] = setting([], "More directories holding boot/ and/or rootfs/ trees (relative to the recipe).",
+                               path=True)
 
 
 @dataclass(frozen=True)
@@ -213,6 +219,7 @@ class Config:
     overlays: Overlays
     output: Output
     boot_test: BootTest
+    origins: dict[str, str] = field(default_factory=dict)  # dotted key -> file:, extends:, --set or default
 
     @property
     def name(self) -> str:

@@ -1,22 +1,25 @@
 """Reading a recipe: TOML against the declarations in config.py into a frozen ``Config``.
 
+The recipe, the recipes it extends and ``--set`` values are layers (layers.py) merged first.
 Unknown sections and keys, wrong types and impossible values raise ``UserError`` naming the
-file, the key and the fix. ``describe_settings`` renders the same declarations as
-documentation; ``resolved_toml`` prints a recipe's resolved settings.
+file (or the --set option) the value came from, the key and the fix. ``describe_settings``
+renders the same declarations as documentation; ``resolved_toml`` prints a recipe's resolved
+settings.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import tomllib
 import typing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from stages.core.checks import KEY_PREFIXES
 from stages.core.config import SECTIONS, Config
 from stages.core.errors import UserError
+from stages.core.layers import Layer, file_layers, merge, set_layers
 
 
 def _type_name(tp: Any) -> str:
@@ -47,92 +50,101 @@ def _default(f: dataclasses.Field[Any]) -> Any:
     return f.default
 
 
-def _cross_checks(where: str, values: dict[str, dict[str, Any]]) -> None:
+def _cross_checks(values: dict[str, dict[str, Any]], fail: Callable[[str, str, str], UserError]) -> None:
+    """Rules between settings; ``fail(key, what, hint)`` locates the error where ``key`` was set."""
     base = values["base"]
     chosen = [k for k in ("release", "url", "path") if base[k]]
     source = base["source"]
     if not source:
         if len(chosen) != 1:
-            raise UserError(
-                where, f"set exactly one of base.release, base.url, base.path (found {len(chosen)})",
-                key="base", hint="or set base.source = \"debian\" for a Pi-style image built from Debian",
-            )
+            raise fail("base", f"set exactly one of base.release, base.url, base.path (found {len(chosen)})",
+                       "or set base.source = \"debian\" for a Pi-style image built from Debian")
     elif source != "debian" and not base[source]:
-        raise UserError(where, f"base.source is {source!r} but base.{source} is empty",
-                        key=f"base.{source}", hint=f"set base.{source}")
+        raise fail(f"base.{source}", f"base.source is {source!r} but base.{source} is empty", f"set base.{source}")
     elif source == "debian" and chosen:
-        raise UserError(where, f"base.source is 'debian' but base.{chosen[0]} is set too",
-                        key=f"base.{chosen[0]}", hint="remove it, or drop base.source")
+        raise fail(f"base.{chosen[0]}", f"base.source is 'debian' but base.{chosen[0]} is set too",
+                   "remove it, or drop base.source")
     if base["sha256"] and base["sha256_url"]:
-        raise UserError(where, "both sha256 and sha256_url are set", key="base.sha256",
-                        hint="keep one of them")
+        raise fail("base.sha256", "both sha256 and sha256_url are set", "keep one of them")
     if base["signature_url"] and not base["signing_key"]:
-        raise UserError(where, "a signature is given but no key to check it against", key="base.signing_key",
-                        hint="set base.signing_key to the pinned public key file")
+        raise fail("base.signing_key", "a signature is given but no key to check it against",
+                   "set base.signing_key to the pinned public key file")
     if values["ssh"]["password_authentication"] == "yes" and values["users"]["password_hash"] in ("!", "*"):
-        raise UserError(where, "password logins on but the user's password is locked",
-                        key="ssh.password_authentication", hint="give users.password_hash or set it to 'no'")
+        raise fail("ssh.password_authentication", "password logins on but the user's password is locked",
+                   "give users.password_hash or set it to 'no'")
     if not values["ssh"]["key_types"]:
-        raise UserError(where, "no host key types", key="ssh.key_types", hint="keep at least \"ed25519\"")
+        raise fail("ssh.key_types", "no host key types", "keep at least \"ed25519\"")
 
 
-def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
-    """Parse and validate a recipe file. Raises UserError for every problem."""
+def load_recipe(path: str | Path, sets: Sequence[str] = (), extra: Sequence[Layer] = ()) -> Config:
+    """Parse and validate a recipe file, the recipes it extends, then ``sets`` (``KEY=VALUE``
+    from --set) and ``extra`` layers on top. Raises UserError for every problem."""
     recipe = Path(path)
-    where = str(path)
-    try:
-        raw_bytes = recipe.read_bytes()
-    except FileNotFoundError:
-        raise UserError(where, "no such recipe file", hint="pass --recipe with an existing .toml file") from None
-    except OSError as e:
-        raise UserError(where, f"cannot read: {e.strerror}", hint="check the path and its permissions") from None
-    try:
-        data = tomllib.loads(raw_bytes.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise UserError(where, "not UTF-8 text", hint="save the recipe as UTF-8 TOML") from None
-    except tomllib.TOMLDecodeError as e:
-        raise UserError(where, f"not valid TOML: {e}", hint="check the quoting and [section] lines") from None
-    for key, value in (overrides or {}).items():
-        section, _, name = key.partition(".")
-        data.setdefault(section, {})[name] = value
-
+    files = file_layers(recipe)
+    layers = [*files, *set_layers(sets), *extra]
+    for layer in layers:
+        _check_shape(layer)
+    data, origins = merge(layers)
     values: dict[str, dict[str, Any]] = {}
-    for section in data:
-        if section not in SECTIONS:
-            raise UserError(where, "unknown section", key=section,
-                            hint=f"sections are {', '.join(SECTIONS)}; see `invoke recipe-doc`")
-        if not isinstance(data[section], dict):
-            raise UserError(where, "expected a [section] table", key=section,
-                            hint=f"write [{section}] followed by its settings")
-    known = [key for key, _, _ in iter_settings()]
-    for section, table in data.items():
-        for name in table:
-            if f"{section}.{name}" not in known:
-                close = [k for k in known if k.startswith(section + ".")]
-                raise UserError(where, "unknown setting", key=f"{section}.{name}",
-                                hint=f"{section} takes {', '.join(k.split('.')[1] for k in close)}")
     for key, f, tp in iter_settings():
         section, name = key.split(".")
         given = data.get(section, {})
-        value = given.get(name, _default(f))
-        if name in given:
-            if not _typed(value, tp):
-                raise UserError(where, f"expected {_type_name(tp)}, got {value!r}", key=key,
-                                hint=f"write it like {key.split('.')[1]} = {_example(tp)}")
-            check = f.metadata["check"]
-            if check is not None:
-                problem = check(value)
-                if problem:
-                    raise UserError(where, problem[0], key=key, hint=problem[1])
-            if f.metadata["path"] and value:
-                value = str((recipe.parent / value).resolve()) if not Path(value).is_absolute() else value
-            if key == "overlays.extra":
-                value = [str((recipe.parent / v).resolve()) for v in value]
+        value = _checked(key, given[name], f, tp, origins[key]) if name in given else _default(f)
         values.setdefault(section, {})[name] = value
-    _cross_checks(where, values)
+
+    def fail(key: str, what: str, hint: str) -> UserError:
+        return origins.get(key, files[-1]).error(what, key=key, hint=hint)
+
+    _cross_checks(values, fail)
     sections = {s: SECTIONS[s](**values[s]) for s in SECTIONS}
-    digest = hashlib.sha256(raw_bytes + repr(sorted((overrides or {}).items())).encode()).hexdigest()
-    return Config(recipe=recipe, recipe_sha256=digest, **sections)
+    added = [(layer.where, layer.data) for layer in layers[len(files):]]
+    digest = hashlib.sha256(b"".join(layer.raw for layer in files) + repr(added).encode()).hexdigest()
+    where_from = {key: origins[key].origin if key in origins else "default" for key, _, _ in iter_settings()}
+    return Config(recipe=recipe, recipe_sha256=digest, origins=where_from, **sections)
+
+
+def _check_shape(layer: Layer) -> None:
+    """Every section of ``layer`` is a known table, every key in it a known setting."""
+    known = [key for key, _, _ in iter_settings()]
+    for section, table in layer.data.items():
+        if section not in SECTIONS:
+            raise layer.error("unknown section", key=section,
+                              hint=f"sections are {', '.join(SECTIONS)}; see `invoke recipe-doc`")
+        if not isinstance(table, dict):
+            raise layer.error("expected a [section] table", key=section,
+                              hint=f"write [{section}] followed by its settings")
+        for name in table:
+            if f"{section}.{name}" not in known:
+                close = [k.split(".")[1] for k in known if k.startswith(section + ".")]
+                top = "; extends goes at the top, before any [section]" if name == "extends" else ""
+                raise layer.error("unknown setting", key=f"{section}.{name}",
+                                  hint=f"{section} takes {', '.join(close)}{top}")
+
+
+def _checked(key: str, value: Any, f: dataclasses.Field[Any], tp: Any, layer: Layer) -> Any:
+    """``value`` as given in ``layer``, type- and value-checked, its paths resolved against the layer."""
+    if not _typed(value, tp):
+        like = f"--set {key}='{_example(tp)}'" if layer.keyed else f"{key.split('.')[1]} = {_example(tp)}"
+        raise layer.error(f"expected {_type_name(tp)}, got {value!r}", key=key, hint=f"write it like {like}")
+    check = f.metadata["check"]
+    problem = check(value) if check is not None else None
+    if problem:
+        raise layer.error(problem[0], key=key, hint=problem[1])
+    kind = f.metadata["path"]
+    if not kind:
+        return value
+    if isinstance(value, list):
+        return [_resolved(v, kind, layer.base_dir) for v in value]
+    return _resolved(value, kind, layer.base_dir) if value else value
+
+
+def _resolved(value: str, kind: bool | str, base_dir: Path) -> str:
+    """A path setting's value made absolute (``~`` expanded, relative to ``base_dir``); an SSH
+    key line in a ``keys`` setting stays as it is."""
+    if kind == "keys" and value.startswith(KEY_PREFIXES):
+        return value
+    path = Path(value).expanduser()
+    return str(path) if path.is_absolute() else str((base_dir / path).resolve())
 
 
 def _example(tp: Any) -> str:
@@ -165,10 +177,14 @@ def _toml(value: Any) -> str:
 
 
 def resolved_toml(config: Config) -> str:
-    """The resolved settings of a recipe, as TOML (what `recipe-check` prints)."""
+    """The resolved settings of a recipe, as TOML (what `recipe-check` prints); a value from
+    another file (extends) or from --set says so in a comment."""
     lines = [f"# {config.recipe} (sha256 {config.recipe_sha256[:16]})"]
     for section, values in config.as_dict().items():
         lines.append(f"[{section}]")
-        lines.extend(f"{k} = {_toml(v)}" for k, v in values.items())
+        for k, v in values.items():
+            origin = config.origins.get(f"{section}.{k}", "default")
+            shown = origin != "default" and origin != f"file:{config.recipe}"
+            lines.append(f"{k} = {_toml(v)}" + (f"  # {origin}" if shown else ""))
         lines.append("")
     return "\n".join(lines)

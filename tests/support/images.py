@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from stages.core.config import Config
+from stages.core.layers import value_layer
 from stages.core.recipe import load_recipe
 from stages.core.runner import Context
 from tests.conftest import ROOT
@@ -61,8 +62,8 @@ def make_image(top: Path) -> FakeGuest:
 
 def config(**overrides: Any) -> Config:
     """The shipped arm64 recipe with dotted-key overrides (``users__name="alice"``)."""
-    return load_recipe(ROOT / "recipes" / "debian-arm64.toml",
-                       {k.replace("__", "."): v for k, v in overrides.items()})
+    values = {k.replace("__", "."): v for k, v in overrides.items()}
+    return load_recipe(ROOT / "recipes" / "debian-arm64.toml", extra=[value_layer("test", values)])
 
 
 def context(tmp: Path, g: FakeGuest | None, cfg: Config | None = None) -> Context:
