@@ -129,6 +129,7 @@ def run_stages(stages: Sequence[Stage], ctx: Context, *, manifest_path: Path | N
         recipe=str(ctx.config.recipe),
         recipe_sha256=ctx.config.recipe_sha256,
         settings=ctx.config.as_dict(),
+        settings_origin=dict(ctx.config.origins),
         stages=[],
     )
     ok = False

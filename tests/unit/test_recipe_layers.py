@@ -13,7 +13,7 @@ from stages.build.accounts import authorized_keys
 from stages.core.errors import UserError
 from stages.core.layers import Layer, merge, parse_value
 from stages.core.recipe import load_recipe, resolved_toml
-from stages.core.runner import Context
+from stages.core.runner import Context, run_stages
 from tests.conftest import ROOT
 
 DEBIAN = ROOT / "recipes" / "debian-arm64.toml"
@@ -175,6 +175,15 @@ def test_merge_records_the_layer_of_every_key_and_replaces_lists_whole() -> None
     assert data == {"image": {"grow": "+1G", "shrink": True}, "packages": {"install": ["c"]}}
     assert {k: v.origin for k, v in origins.items()} == {
         "image.grow": "file:low.toml", "image.shrink": "file:low.toml", "packages.install": "--set"}
+
+
+def test_manifest_records_where_each_setting_came_from(tmp_path: Path) -> None:
+    config = load_recipe(DEBIAN, ["output.name=lab"])
+    manifest = run_stages([], Context(config, tmp_path, tmp_path))
+    origin = manifest["settings_origin"]
+    assert origin["output.name"] == "--set" and origin["base.source"] == f"file:{DEBIAN}"
+    assert origin["boot_test.timeout"] == "default"
+    assert set(origin) == {f"{s}.{k}" for s, values in manifest["settings"].items() for k in values}
 
 
 def test_recipe_hash_changes_with_set_and_with_the_extended_file(tmp_path: Path) -> None:
