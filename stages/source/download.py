@@ -37,6 +37,10 @@ class DownloadError(UserError):
     """The server or the network did not deliver the file."""
 
 
+class Unreachable(DownloadError):
+    """Every try in a row failed (no network, the server down or failing): the file never came."""
+
+
 class Hasher:
     """SHA-256 on a second thread: the main thread keeps reading the socket while it hashes."""
 
@@ -104,7 +108,7 @@ def fetch_small(url: str, where: str, key: str, *, limit: int = 32 << 20) -> byt
                                      "for a private CA") from None
         except (requests.exceptions.RequestException, OSError) as e:
             last = _short(e)
-    raise DownloadError(where, f"could not fetch {url} after {ATTEMPTS} tries: {last}", key=key,
+    raise Unreachable(where, f"could not fetch {url} after {ATTEMPTS} tries: {last}", key=key,
                         hint="check the network and the address, then run again")
 
 
@@ -142,7 +146,7 @@ def download(url: str, part: Path, *, where: str, key: str, size: int | None = N
                 have = 0
             if failures:
                 if failures >= ATTEMPTS:
-                    raise DownloadError(where, f"download of {url} failed after {failures} tries: {last} "
+                    raise Unreachable(where, f"download of {url} failed after {failures} tries: {last} "
                                         f"({have} bytes kept in {part.name})", key=key,
                                         hint="run again to resume, or check the network and the server")
                 time.sleep(min(BACKOFF * 2 ** (failures - 1), MAX_BACKOFF))

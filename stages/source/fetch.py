@@ -21,7 +21,7 @@ from stages.core.runner import require_tools
 from stages.source.cache import cached_digest, locked, read_sidecar, reject, rejected_dir, write_sidecar
 from stages.source.catalog import Release, lookup
 from stages.source.compression import kind_from_name, kind_of, raw_name, tool_for
-from stages.source.download import download, fetch_small, url_name
+from stages.source.download import Unreachable, download, fetch_small, url_name
 from stages.source.signature import verify_signature
 from stages.source.unpack import DamagedArchive, unpack
 
@@ -106,15 +106,22 @@ def _sha256_from_file(data: bytes, name: str, where: str, url: str) -> str:
                     hint="it should hold a line '<64 hex digits>  <file name>'; or set base.sha256")
 
 
+OFFLINE = ("or build with no Raspberry Pi download: --recipe recipes/debian-arm64.toml (built from Debian's "
+           "archive) or base.path = \"<local image>\" in the recipe")
+
+
 def fetch(config: Config, *, full_verify: bool = False) -> Fetched:
     check_inputs(config)
-    p = plan(config)
-    if p.source == "path":
-        return _local(config, p)
-    entry = cache_dir() / "downloads" / p.sha256
-    entry.mkdir(parents=True, exist_ok=True)
-    with locked(entry / ".lock"):
-        return _fetch_url(config, p, entry, full_verify)
+    try:
+        p = plan(config)
+        if p.source == "path":
+            return _local(config, p)
+        entry = cache_dir() / "downloads" / p.sha256
+        entry.mkdir(parents=True, exist_ok=True)
+        with locked(entry / ".lock"):
+            return _fetch_url(config, p, entry, full_verify)
+    except Unreachable as e:  # offline, most likely: say what builds without the network
+        raise Unreachable(e.where, e.what, key=e.key, hint=f"{e.hint}; {OFFLINE}") from None
 
 
 def fetch_base(config: Config, *, full_verify: bool = False) -> Path:

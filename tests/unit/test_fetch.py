@@ -361,3 +361,32 @@ def test_ctrl_c_keeps_the_part_file_and_the_next_run_resumes(tmp_path: Path, srv
     assert sha(Path(res.stdout.strip())) == sha(fx["img"])
     resumed = srv.requests()[-1].range
     assert resumed is not None and int(resumed.split("=")[1].rstrip("-")) >= kept
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that refuses connections (bound, never listening) for the test's duration."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield s.getsockname()[1]
+
+
+def test_default_recipe_offline_names_the_ways_that_need_no_download(cache: Path, closed_port: int) -> None:
+    catalog = f"http://127.0.0.1:{closed_port}/os_list.json"
+    config = load_recipe(ROOT / "pipeline.toml", [f"base.catalog={catalog}"])
+    with pytest.raises(UserError) as info:
+        fetch_base(config)
+    line = info.value.render()
+    assert line.startswith(f"error: {ROOT / 'pipeline.toml'}: base.catalog: could not fetch {catalog} after 6 tries")
+    assert line.endswith("(hint: check the network and the address, then run again; or build with no Raspberry Pi "
+                         "download: --recipe recipes/debian-arm64.toml (built from Debian's archive) or "
+                         'base.path = "<local image>" in the recipe)')
+
+
+def test_unreachable_download_names_the_offline_ways_too(tmp_path: Path, cache: Path, closed_port: int) -> None:
+    recipe = write_recipe(tmp_path, url=f"http://127.0.0.1:{closed_port}/base.img.xz", sha256="4" * 64)
+    with pytest.raises(UserError, match=r"base\.url: download of .* failed after 6 tries: .*"
+                                        r"recipes/debian-arm64\.toml .*base\.path = \"<local image>\""):
+        fetch_base(load_recipe(recipe))
