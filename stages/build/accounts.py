@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from stages.core import progress
 from stages.core.checks import KEY_PREFIXES
 from stages.core.errors import UserError
 from stages.core.runner import Context, Stage
@@ -11,10 +12,11 @@ from stages.core.state import need
 from stages.image import units
 from stages.image.guest_files import read_text, write_text
 from stages.image.handle import GuestHandle
-from stages.textedit.accounts import add_user, lock_root, rename_user, set_password_hash, user_entry
+from stages.textedit.accounts import add_user, has_password, lock_root, rename_user, set_password_hash, user_entry
 from stages.textedit.services import sshd_dropin
 
 ACCOUNT_FILES = ("/etc/passwd", "/etc/shadow", "/etc/group", "/etc/gshadow")
+CLOUD_INIT = "/usr/bin/cloud-init"  # in the image: it can create the user from user-data on the boot partition
 GROUPS = ["adm", "dialout", "sudo", "audio", "video", "plugdev", "users", "input", "netdev", "gpio", "i2c", "spi"]
 
 
@@ -38,6 +40,20 @@ def authorized_keys(ctx: Context) -> list[str]:
                             hint="use the .pub file, never the private key")
         keys += lines
     return keys
+
+
+def login_ways(password: bool, ssh_key: bool, cloud_init: bool) -> list[str]:
+    """How the user can get in: a password hash, an authorized key (sshd on), or user-data that
+    cloud-init in the image reads at first boot (written to the card at flash time)."""
+    return [way for way, there in (("password", password), ("ssh key", ssh_key),
+                                   ("cloud-init user-data", cloud_init)) if there]
+
+
+def no_login_warning(user: str) -> str:
+    """One line for a build that leaves ``user`` no way in."""
+    return (f"users: nobody can log in as {user}: no password hash, no authorized key, and no cloud-init to take "
+            "user-data at first boot (hint: add users.authorized_keys or users.password_hash to the recipe, or "
+            "build with --set users.authorized_keys='[\"~/.ssh/id_ed25519.pub\"]')")
 
 
 class Accounts(Stage):
@@ -88,8 +104,12 @@ class Accounts(Stage):
             write_text(g, f"{need(ctx.state.boot_mount, 'boot_mount')}/userconf.txt", f"{u.name}:{u.password_hash}\n")
         self._hostname(g, u.hostname)
         self._ssh(ctx, g, bool(keys))
+        logins = login_ways(has_password(shadow, u.name), bool(keys) and ctx.config.ssh.enable,
+                            g.exists(CLOUD_INIT))
+        if not logins:
+            progress.warn(no_login_warning(u.name))
         ctx.record("accounts", "user", {"name": u.name, "action": action, "authorized_keys": len(keys),
-                                        "root_locked": u.lock_root})
+                                        "root_locked": u.lock_root, "logins": logins})
 
     def _hostname(self, g: GuestHandle, name: str) -> None:
         write_text(g, "/etc/hostname", name + "\n")

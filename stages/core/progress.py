@@ -32,7 +32,8 @@ def info(message: str) -> None:
 
 
 def warn(message: str) -> None:
-    console.print(f"{_indent()}[yellow]warning:[/] {escape(message)}")  # "[bcm2835]" is text, not markup
+    # one line however long (the terminal folds it); "[bcm2835]" is text, not markup
+    console.print(f"{_indent()}[yellow]warning:[/] {escape(message)}", soft_wrap=True)
 
 
 @contextmanager

@@ -65,6 +65,16 @@ def user_entry(passwd: str, name: str) -> tuple[int, int, str] | None:
     return None
 
 
+def has_password(shadow: str, name: str) -> bool:
+    """Whether ``name``'s entry in /etc/shadow text holds a hash one can log in with (not empty,
+    not locked with '!' or '*')."""
+    for line in shadow.split("\n"):
+        row = line.split(":")
+        if len(row) >= 2 and row[0] == name:
+            return bool(row[1]) and not row[1].startswith(("!", "*"))
+    return False
+
+
 def set_password_hash(shadow: str, user: str, hash: str, *, last_change: int | None = None) -> str:
     """Put ``hash`` (a crypt(3) string, or '!'/'*' for none) in ``user``'s shadow entry.
 

@@ -164,6 +164,36 @@ def test_accounts_refuses_an_image_without_sshd(tmp_path: Path, g: FakeGuest) ->
         run(Accounts(), context(tmp_path, g))
 
 
+LOCKED_PI = "root:*:19000:0:99999:7:::\npi:!:19000:0:99999:7:::\n"
+
+
+@pytest.mark.parametrize(("settings", "shadow", "cloud_init", "logins"), [
+    ({}, LOCKED_PI, False, []),
+    ({"users__authorized_keys": [KEY], "ssh__enable": False}, LOCKED_PI, False, []),
+    ({"users__authorized_keys": [KEY]}, LOCKED_PI, False, ["ssh key"]),
+    ({"users__password_hash": HASH}, LOCKED_PI, False, ["password"]),
+    ({}, None, False, ["password"]),  # the base's own pi has a hash
+    ({}, LOCKED_PI, True, ["cloud-init user-data"]),
+], ids=["none", "key-but-no-sshd", "key", "hash", "base-password", "cloud-init"])
+def test_a_build_with_no_way_to_log_in_warns_in_one_line(
+        tmp_path: Path, g: FakeGuest, capsys: pytest.CaptureFixture[str], settings: dict[str, Any],
+        shadow: str | None, cloud_init: bool, logins: list[str]) -> None:
+    if shadow is not None:
+        g.write("/etc/shadow", shadow.encode())
+    if cloud_init:
+        g.write(accounts.CLOUD_INIT, b"#!/usr/bin/python3\n")
+    ctx = run(Accounts(), context(tmp_path, g, config(**settings)))
+    assert ctx.manifest["accounts"]["user"]["logins"] == logins
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if "warning:" in line]
+    if logins:
+        assert warnings == []
+        return
+    assert len(warnings) == 1 and warnings[0].startswith("warning: users: nobody can log in as pi: no password hash")
+    assert "(hint: add users.authorized_keys or users.password_hash to the recipe, or build with --set " \
+           "users.authorized_keys='[\"~/.ssh/id_ed25519.pub\"]')" in warnings[0]
+
+
 def test_authorized_keys_rejects_a_private_key_file(tmp_path: Path) -> None:
     key = tmp_path / "id_ed25519"
     key.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
