@@ -123,7 +123,8 @@ def value_layer(origin: str, values: Mapping[str, Any]) -> Layer:
 
 def merge(layers: Sequence[Layer]) -> tuple[dict[str, Any], dict[str, Layer]]:
     """Lay ``layers`` over each other, lowest first: tables merged key by key (recursively),
-    anything else replaced. Returns the merged data and the layer that gave each dotted key."""
+    anything else replaced. Returns the merged data and, for each dotted key, the layer that
+    gave its value (for a table: the last layer that wrote into it)."""
     merged: dict[str, Any] = {}
     origins: dict[str, Layer] = {}
     for layer in layers:
@@ -138,7 +139,7 @@ def _merge_into(into: dict[str, Any], data: dict[str, Any], layer: Layer, origin
         if isinstance(value, dict):
             if not isinstance(into.get(name), dict):
                 into[name] = {}
-                origins.pop(key, None)
+            origins[key] = layer  # the last layer to write into the table
             _merge_into(into[name], value, layer, origins, key + ".")
             continue
         into[name] = value

@@ -59,6 +59,7 @@ def test_later_set_wins_over_an_earlier_one() -> None:
     ("hwrng.enable=yes", r"^error: --set hwrng\.enable: expected true or false, got 'yes'"),
     ("output.compress=rar", r"^error: --set output\.compress: expected one of 'xz', 'zst', 'none', got 'rar'"),
     ("users.authorized_keys=~/k.pub", r"^error: --set users\.authorized_keys: expected a list of strings"),
+    ("users.name={a=1}", r"^error: --set users\.name: expected a string, got \{'a': 1\}"),
     ("ssh.password_authentication=yes", r"^error: --set ssh\.password_authentication: password logins on but"),
 ])
 def test_bad_set_is_one_line_naming_the_option(item: str, expect: str) -> None:
@@ -174,7 +175,8 @@ def test_merge_records_the_layer_of_every_key_and_replaces_lists_whole() -> None
     data, origins = merge([low, high])
     assert data == {"image": {"grow": "+1G", "shrink": True}, "packages": {"install": ["c"]}}
     assert {k: v.origin for k, v in origins.items()} == {
-        "image.grow": "file:low.toml", "image.shrink": "file:low.toml", "packages.install": "--set"}
+        "image": "file:low.toml", "image.grow": "file:low.toml", "image.shrink": "file:low.toml",
+        "packages": "--set", "packages.install": "--set"}
 
 
 def test_manifest_records_where_each_setting_came_from(tmp_path: Path) -> None:
@@ -206,3 +208,15 @@ def test_recipe_check_cli_takes_set(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().splitlines() == [
         "error: --set output.nme: unknown setting (hint: output takes name, dir, compress, bmap)"]
+
+
+def test_a_table_where_a_value_belongs_is_a_type_error_in_the_file_too(tmp_path: Path) -> None:
+    line = _error(_write(tmp_path / "a.toml", '[base]\nsource = "debian"\n[users]\nname = {a = 1}\n'))
+    assert line.startswith(f"error: {tmp_path}/a.toml: users.name: expected a string, got {{'a': 1}}")
+
+
+def test_set_on_boot_test_needs_a_recipe() -> None:
+    from stages.boottest.run import boot_test
+
+    with pytest.raises(UserError, match=r"^error: boot-test: --set changes a recipe, and no --recipe is given"):
+        boot_test("out/x.img", "", "", ["output.name=x"])
