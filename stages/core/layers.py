@@ -88,9 +88,10 @@ def file_layers(path: Path) -> list[Layer]:
 def parse_value(text: str) -> Any:
     """A --set VALUE: a TOML value (``true``, ``3``, ``"2G"``, ``["a", "b"]``), else the text itself."""
     try:
-        return tomllib.loads(f"v = {text}")["v"]
+        doc = tomllib.loads(f"v = {text}")
     except tomllib.TOMLDecodeError:
         return text
+    return doc["v"] if list(doc) == ["v"] else text  # "1\nx = 2" sets one value, not two keys
 
 
 def set_layers(items: Sequence[str]) -> list[Layer]:

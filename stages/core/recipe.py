@@ -58,7 +58,8 @@ def _cross_checks(values: dict[str, dict[str, Any]], fail: Callable[[str, str, s
     if not source:
         if len(chosen) != 1:
             raise fail("base", f"set exactly one of base.release, base.url, base.path (found {len(chosen)})",
-                       "or set base.source = \"debian\" for a Pi-style image built from Debian")
+                       "or set base.source = \"debian\" for a Pi-style image built from Debian" if not chosen else
+                       f"keep one and empty the others, e.g. {chosen[0]} = \"\" or --set base.{chosen[0]}=")
     elif source != "debian" and not base[source]:
         raise fail(f"base.{source}", f"base.source is {source!r} but base.{source} is empty", f"set base.{source}")
     elif source == "debian" and chosen:

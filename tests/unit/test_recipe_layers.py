@@ -30,7 +30,7 @@ def _error(path: Path, sets: list[str] | None = None) -> str:
 
 @pytest.mark.parametrize(("text", "value"), [
     ("true", True), ("3", 3), ('"2G"', "2G"), ('["~/.ssh/id_ed25519.pub"]', ["~/.ssh/id_ed25519.pub"]),
-    ("lab", "lab"), ("+768M", "+768M"), ("pi-01", "pi-01"), ("", ""),
+    ("lab", "lab"), ("+768M", "+768M"), ("pi-01", "pi-01"), ("", ""), ("1\nx = 2", "1\nx = 2"),
 ])
 def test_set_value_is_toml_and_a_bare_word_is_a_string(text: str, value: object) -> None:
     assert parse_value(text) == value
@@ -220,3 +220,12 @@ def test_set_on_boot_test_needs_a_recipe() -> None:
 
     with pytest.raises(UserError, match=r"^error: boot-test: --set changes a recipe, and no --recipe is given"):
         boot_test("out/x.img", "", "", ["output.name=x"])
+
+
+def test_another_base_from_the_command_line_empties_the_recipes_own(tmp_path: Path) -> None:
+    image = tmp_path / "local.img"
+    line = _error(ROOT / "pipeline.toml", [f"base.path={image}"])
+    assert line == ("error: --set base.path: set exactly one of base.release, base.url, base.path (found 2) "
+                    '(hint: keep one and empty the others, e.g. release = "" or --set base.release=)')
+    config = load_recipe(ROOT / "pipeline.toml", ["base.release=", f"base.path={image}"])
+    assert (config.base.release, config.base.path) == ("", str(image))
