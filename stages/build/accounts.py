@@ -21,15 +21,13 @@ GROUPS = ["adm", "dialout", "sudo", "audio", "video", "plugdev", "users", "input
 
 
 def authorized_keys(ctx: Context) -> list[str]:
-    """Key lines from the recipe: inline keys, or .pub files relative to the recipe."""
+    """Key lines from the recipe: inline keys, or .pub files (made absolute when the recipe was read)."""
     keys = []
     for entry in ctx.config.users.authorized_keys:
         if entry.startswith(KEY_PREFIXES):
             keys.append(entry.strip())
             continue
-        path = Path(entry).expanduser()
-        if not path.is_absolute():
-            path = ctx.config.recipe.parent / path
+        path = Path(entry)
         try:
             lines = [x.strip() for x in path.read_text().splitlines() if x.strip() and not x.startswith("#")]
         except OSError:
