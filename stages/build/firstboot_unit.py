@@ -17,7 +17,6 @@ PACKAGE = "entropi_firstboot"  # the program's modules: firstboot/entropi_firstb
 PACKAGE_DIR = f"/usr/lib/entropi/{PACKAGE}"
 PACKAGE_FILES = ("__init__.py", "config.py", "device.py", "entropy.py", "fileops.py", "hostname.py",
                  "keys.py", "main.py", "publish.py", "run.py", "seams.py", "trust.py")
-PROBE = "/usr/lib/entropi/entropi-probe"  # runs only when the boot test asks (systemd.wants=)
 UNIT = "entropi-firstboot.service"
 
 
@@ -42,7 +41,7 @@ class FirstbootUnit(Stage):
 
     def check(self, ctx: Context) -> None:
         package = [f"{PACKAGE}/{name}" for name in PACKAGE_FILES]
-        for name in ("entropi-firstboot", *package, "entropi-probe", "entropi-probe.service", UNIT):
+        for name in ("entropi-firstboot", *package, UNIT):
             if not (FIRSTBOOT / name).is_file():
                 raise UserError(str(FIRSTBOOT), f"{name} is missing", hint="restore firstboot/ from git")
 
@@ -57,8 +56,6 @@ class FirstbootUnit(Stage):
         g.chmod(0o755, PACKAGE_DIR)
         for name in PACKAGE_FILES:
             install(g, f"{PACKAGE}/{name}", f"{PACKAGE_DIR}/{name}", 0o644)
-        install(g, "entropi-probe", PROBE, 0o755)
-        install(g, "entropi-probe.service", "/etc/systemd/system/entropi-probe.service", 0o644)
         install(g, UNIT, f"/etc/systemd/system/{UNIT}", 0o644)
         settings = firstboot_settings(ctx)
         g.mkdir_p("/etc/entropi")

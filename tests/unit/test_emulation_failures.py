@@ -15,11 +15,13 @@ import pytest
 
 from stages.boottest.base_boot import Attempt, boot_base
 from stages.boottest.bootfiles import BootFiles
-from stages.boottest.cards import RETRIES, BootTest
-from stages.boottest.checks import summary
+from stages.boottest.cards import RETRIES, Cards
 from stages.boottest.evidence import Boot
 from stages.boottest.faults import Failure, find_failure
 from stages.boottest.machine import Machine
+from stages.boottest.prepare import Facts
+from stages.boottest.session import card_overlay_raw
+from stages.boottest.verdict import summary
 from stages.image.disk import Partition
 
 EMULATOR_FAULTS = [  # (name, real console line)
@@ -102,16 +104,21 @@ def test_waiting_goes_on_past_routine_oopses(tmp_path: Path) -> None:
         vm.kill()
 
 
-class ScriptedBootTest(BootTest):
+class ScriptedCards(Cards):
     """The real card logic (fresh qcow2 overlays, log keeping); each boot's verdict scripted."""
 
     def __init__(self, image: Path, out: Path, crashes: list[str]) -> None:
-        super().__init__(image, "armhf", key=None, user="pi", out_dir=out)
+        work = out / ".boot-t"
+        super().__init__(_files(out), "armhf", Facts(), key=None, out_dir=out, name="t", work=work, timeout=60,
+                         key_count=0)
+        self.card_bytes = 8 << 20
         self.crashes = crashes  # labels whose next boot fails, in order (EMULATOR_FAULTS unless "!label")
         self.booted: list[str] = []
         self.work.mkdir(parents=True)
+        self.prepared = out / "prepared.qcow2"
+        card_overlay_raw(image, self.prepared)
 
-    def boot(self, files: BootFiles, disk: Path, label: str, *, kill_at: str | None = None) -> Boot:
+    def boot(self, disk: Path, label: str, *, cut_at: str | None = None) -> Boot:
         assert disk.is_file()
         self.booted.append(label)
         self.log_path(label).write_text(f"console of {label}\n")
@@ -136,9 +143,9 @@ def _files(tmp_path: Path) -> BootFiles:
 
 
 def test_a_card_that_fails_under_emulation_is_started_over(tmp_path: Path, image: Path) -> None:
-    t = ScriptedBootTest(image, image.parent, ["A2"])
+    t = ScriptedCards(image, image.parent, ["A2"])
     retries: list[dict[str, str]] = []
-    boots = t.card(_files(tmp_path), "A", [("A1", None), ("A2", None)], retries)
+    boots = t.card(t.prepared, image.parent, "A", [("A1", None), ("A2", None)], retries)
     assert t.booted == ["A1", "A2", "A1", "A2"]  # the whole card again: A2 needs A1's first boot
     assert all(not b.failure and b.keys for b in boots.values())
     assert retries == [{"card": "A", "boot": "A2", "fault": "sd-host-timeout",
@@ -149,18 +156,18 @@ def test_a_card_that_fails_under_emulation_is_started_over(tmp_path: Path, image
 
 
 def test_retries_are_bounded_and_the_failure_is_reported(tmp_path: Path, image: Path) -> None:
-    t = ScriptedBootTest(image, image.parent, ["A1"] * (RETRIES + 1))
+    t = ScriptedCards(image, image.parent, ["A1"] * (RETRIES + 1))
     retries: list[dict[str, str]] = []
-    boots = t.card(_files(tmp_path), "A", [("A1", None), ("A2", None)], retries)
+    boots = t.card(t.prepared, image.parent, "A", [("A1", None), ("A2", None)], retries)
     assert t.booted == ["A1"] * (RETRIES + 1)  # A2 is not booted after A1 failed
     assert boots["A1"].failure and not boots["A2"].keys and "not booted" in boots["A2"].error
     assert len(retries) == RETRIES
 
 
 def test_an_unclassified_boot_failure_is_not_retried(tmp_path: Path, image: Path) -> None:
-    t = ScriptedBootTest(image, image.parent, ["!A1"])  # a kernel panic: the image's failure
+    t = ScriptedCards(image, image.parent, ["!A1"])  # a kernel panic: the image's failure
     retries: list[dict[str, str]] = []
-    boots = t.card(_files(tmp_path), "A", [("A1", None), ("A2", None)], retries)
+    boots = t.card(t.prepared, image.parent, "A", [("A1", None), ("A2", None)], retries)
     assert t.booted == ["A1"] and retries == []
     failure = boots["A1"].failure
     assert failure is not None and failure.name == "kernel-panic" and not failure.emulator
@@ -168,9 +175,9 @@ def test_an_unclassified_boot_failure_is_not_retried(tmp_path: Path, image: Path
 
 
 def test_a_good_card_boots_once(tmp_path: Path, image: Path) -> None:
-    t = ScriptedBootTest(image, image.parent, [])
+    t = ScriptedCards(image, image.parent, [])
     retries: list[dict[str, str]] = []
-    boots = t.card(_files(tmp_path), "C", [("C1", "making the rsa host key"), ("C2", None)], retries)
+    boots = t.card(t.prepared, image.parent, "C", [("C1", "making the rsa host key"), ("C2", None)], retries)
     assert t.booted == ["C1", "C2"] and not retries and set(boots) == {"C1", "C2"}
     assert not list(image.parent.glob("*failed*"))
 
