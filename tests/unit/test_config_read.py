@@ -12,6 +12,7 @@ from stages.textedit.config_read import BOARDS, RngVerdict, check_image_config, 
 from stages.textedit.config_txt import enable_hwrng_config
 
 REFERENCE = Path("/work/shared/reference/config-txt")
+TPM = ["dtparam=spi=on", "dtoverlay=tpm-slb9670"]
 PI4 = {"pi4", "pi400", "cm4", "cm4s"}  # the boards that read [pi4]
 PI3 = {"pi3", "pi3+", "cm3", "cm3+"}
 PI5 = {"pi5", "pi500", "cm5"}
@@ -90,6 +91,16 @@ def test_reference_file_reads_as_worked_out_by_hand_before_the_edit(name: str) -
     assert verdict.ok == all(v == "on" for v, _ in expected.values())
 
 
+@pytest.mark.parametrize("extra", [[], TPM], ids=["hwrng", "hwrng+tpm"])
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_reference_file_reads_on_for_every_board_after_the_edit(name: str, extra: list[str]) -> None:
+    out = enable_hwrng_config(_text(name), extra)
+    ours = [no for no, line in enumerate(out.splitlines(), 1) if line == "dtparam=random=on"]
+    assert len(ours) == 1 and ours[0] > len(out.splitlines()) - 3  # the last line, or before the extra ones
+    assert _seen(_state(out)) == _boards("on", f"config.txt:{ours[0]}")
+    assert enable_hwrng_config(out, extra) == out
+
+
 def test_random_off_in_a_final_pi4_section_is_off_for_the_pi4_family_only_then_on_after_the_edit() -> None:
     text = _text("rpios-pigen-master-config.txt") + "[pi4]\ndtparam=random=off\n"
     line = f"config.txt:{len(text.splitlines())}"
@@ -97,6 +108,30 @@ def test_random_off_in_a_final_pi4_section_is_off_for_the_pi4_family_only_then_o
     assert _seen(verdict) == _boards("on", "default", **dict.fromkeys(PI4, ("off", line)))
     assert not verdict.ok and set(verdict.failing()) == PI4
     assert _state(enable_hwrng_config(text)).ok
+
+
+def test_the_alias_the_old_edit_kept_is_removed() -> None:
+    out = enable_hwrng_config(_text("adv-alias-config.txt"))
+    assert "device_tree_param" not in out.replace("# device_tree_param=", "")
+    assert out == _text("adv-alias-config.txt").replace("device_tree_param=random=off\n", "")
+
+
+def test_combined_alias_keeps_its_other_items_and_its_name() -> None:
+    assert enable_hwrng_config("device_tree_param=audio=on,random=off\n") == (
+        "device_tree_param=audio=on\ndtparam=random=on\n")
+
+
+@pytest.mark.parametrize("text", [
+    "dtparam=random=on\nDTPARAM=random=off\n",  # a lenient firmware would read it
+    "dtparam=random=on\ndtoverlay=foo,random=off\n",  # an overlay's item: not ours to judge
+    "[all]\ninclude extra.txt\n",  # the included file ends inside a filter
+    "dtparam=random=on  \n",  # a trailing blank may be part of the value
+    "DTPARAM=random=off\n[pi4] # Pi 4 only\narm_boost=1\n",  # a filter line with more after it
+])
+def test_edit_ends_with_a_line_the_reader_trusts(text: str) -> None:
+    out = enable_hwrng_config(text)
+    assert _state(out, **{"extra.txt": "dtparam=random=off\n[pi4]\n"}).ok
+    assert enable_hwrng_config(out) == out
 
 
 # -- filters -------------------------------------------------------------------------------
@@ -207,6 +242,12 @@ def test_no_config_txt_is_a_problem() -> None:
 
 
 # -- the boot test's check -----------------------------------------------------------------
+
+
+def test_check_image_config_passes_an_edited_file_and_names_its_line() -> None:
+    ok, detail, evidence = check_image_config({"config.txt": enable_hwrng_config(_text("adv-alias-config.txt"))}.get)
+    assert ok and detail == "hardware RNG on for all 18 models (config.txt:5)"
+    assert evidence["models"]["pi5"] == {"value": "on", "where": "config.txt:5"}
 
 
 def test_check_image_config_fails_naming_the_deciding_line() -> None:
