@@ -81,8 +81,11 @@ class Cards:
 
     def _examine(self, vm: Machine, result: Boot) -> None:
         """The probe's report from the console; then the login and password attempt; all key types."""
-        m = vm.wait_for(r"ENTROPI-PROBE (\{.*\})\r?\n", self.timeout, poll=2)
-        if m:
+        m = vm.wait_for(r"ENTROPI-PROBE (\{.*\})\r?\n|(Failed to start .*entropi-probe|Traceback \(most recent)",
+                        self.timeout, poll=2)
+        if m and m.group(2):
+            result.error = f"the boot test's probe failed on the card: {m.group(2)} (see the console log)"
+        elif m:
             try:
                 result.probe = json.loads(m.group(1))
             except ValueError:

@@ -118,8 +118,9 @@ def _read_image(g: GuestHandle, facts: Facts, manifest: dict[str, Any]) -> None:
     facts.arch = elf_arch(g)
     settings = manifest.get("settings", {})
     facts.user = settings.get("users", {}).get("name") or _first_user(g)
-    facts.hostname = (read_text(g, "/etc/hostname").split() or ["raspberrypi"])[0] \
-        if g.exists("/etc/hostname") else "raspberrypi"
+    # The name the card was built for (the recipe's), else the one it holds.
+    facts.hostname = settings.get("users", {}).get("hostname") or (
+        (read_text(g, "/etc/hostname").split() or ["raspberrypi"])[0] if g.exists("/etc/hostname") else "raspberrypi")
     facts.firstboot = g.exists(FIRSTBOOT_UNIT)
     if g.exists("/etc/entropi/firstboot.json"):
         facts.firstboot_config = json.loads(read_text(g, "/etc/entropi/firstboot.json"))
