@@ -21,6 +21,7 @@ from stages.boottest.bootfiles import BootFiles, extract_boot_files
 from stages.boottest.checks import Check, evaluate, growth_check
 from stages.boottest.evidence import Boot, keyscan, known_hosts_keys
 from stages.boottest.machine import Machine, card_dir, make_overlay
+from stages.boottest.markdown import render as render_markdown
 from stages.core import progress
 from stages.core.files import remove_tree, sha256_file
 
@@ -195,6 +196,7 @@ class BootTest:
         }
         path = self.out_dir / f"{self.name}.boot-report.json"
         path.write_text(json.dumps(report, indent=2) + "\n")
+        path.with_suffix(".md").write_text(render_markdown(report))  # NAME.boot-report.md, the job summary
         return report
 
 
