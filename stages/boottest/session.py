@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from stages.boottest import markdown
 from stages.boottest.bootfiles import extract_boot_files
 from stages.boottest.cards import PROBE_ARGS, Cards, plans, timings
 from stages.boottest.checks import Check, not_applicable
@@ -100,6 +101,7 @@ class BootTest:
         }
         path = self.out_dir / f"{self.name}.boot-report.json"
         path.write_text(json.dumps(report, indent=2) + "\n")
+        path.with_suffix(".md").write_text(markdown.render(report))
         return report
 
 

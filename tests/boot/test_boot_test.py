@@ -39,3 +39,17 @@ def test_invoke_boot_test_on_the_offline_recipe_passes_every_check(base_arm64: P
     root = read_mbr(image).partitions[1]
     assert root.start + root.size == image.stat().st_size and root.size >= shrink["root_fs_bytes"]
     assert manifest["image"]["first_boot_expansion"] == "entropi-growroot.service"
+
+
+def test_every_boot_report_of_this_run_has_its_markdown_summary(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The boot test above wrote out/NAME.boot-report.md beside the JSON (what CI appends to the job summary):
+    a row for every check and card A's first boot as a gantt chart. Runs after it, in the same session."""
+    reports = sorted(tmp_path_factory.getbasetemp().glob("*/out/*.boot-report.json"))
+    if not reports:
+        pytest.skip("no boot report in this session: run the whole file, the boot test comes first")
+    for path in reports:
+        report = json.loads(path.read_text())
+        text = path.with_suffix(".md").read_text()
+        for check in report["checks"]:
+            assert f"| {check['number']} | {check['name']} | " in text, check
+        assert "```mermaid\ngantt\n    dateFormat X\n    axisFormat %s\n" in text
