@@ -106,8 +106,8 @@ def boot_test(c: Context, image: str = "", recipe: str = "", key: str = "", set:
     Writes out/NAME.boot-report.json and out/NAME.boot.log; exits 1 when a check fails.
     Cards are qcow2 overlays: the image itself is never changed.
     """
-    from stages.boottest.verdict import summary
     from stages.boottest.run import boot_test as run_boot_test
+    from stages.boottest.verdict import summary
 
     report = run_boot_test(image, recipe, key, set or [])
     print(summary(report))

@@ -95,6 +95,8 @@ class Cards:
             trust = self.work / f"known_hosts-{result.name}"
             trust.write_text(published)  # as the card published it, unchanged
             login_and_password(vm.port, trust, self.key, self.facts, result)
+            if result.login_ok:
+                result.milestones["login"] = round(vm.elapsed(), 1)
         want = max(len(known_hosts_keys(published)), self.key_count)
         for _ in range(3):  # an emulated sshd can be slow to answer every key type at once
             if len(result.keys) >= want:
@@ -137,6 +139,24 @@ def card_overlay(prepared: Path, disk: Path, size: int) -> None:
     run_qemu_img(["create", "-q", "-f", "qcow2", "-b", str(prepared), "-F", "qcow2", str(disk), str(size)])
 
 
+def timeline(b: Boot) -> dict[str, float]:
+    """Milestones in seconds since power on: console lines seen by the host, and the kernel's own
+    times (hwrng, crng, first key written) placed after the moment the kernel started."""
+    points = dict(b.milestones)
+    p, start = b.probe or {}, b.milestones.get("kernel")
+    if start is not None:
+        for name, text in (("hwrng", "hwrng registered"), ("crng ready", "crng init done")):
+            at = next((float(t) for t, line in p.get("kernel", {}).get("lines", []) if text in line), None)
+            if at is not None:
+                points[name] = round(start + at, 1)
+        keys = [float(k["mtime_monotonic"]) for k in p.get("host_keys", []) if "mtime_monotonic" in k]
+        if keys:
+            points["keys"] = round(start + min(keys), 1)
+    if b.ssh_seconds is not None:
+        points["sshd"] = b.ssh_seconds
+    return points
+
+
 def timings(boots: dict[str, Boot]) -> dict[str, Any]:
-    return {b.name: {"milestones": b.milestones, "ssh_seconds": b.ssh_seconds, "cut_line": b.cut_line,
+    return {b.name: {"milestones": timeline(b), "ssh_seconds": b.ssh_seconds, "cut_line": b.cut_line,
                      "cut_after": b.cut_after} for b in boots.values()}

@@ -31,7 +31,7 @@ MILESTONES = [
     ("kernel", re.compile(r"Booting Linux")),
     ("systemd", re.compile(r"systemd\[1\]|Welcome to ")),
     ("firstboot", re.compile(r"ENTROPI-FIRSTBOOT ")),
-    ("login", re.compile(r"login: ")),
+    ("getty", re.compile(r"login: ")),
 ]
 
 

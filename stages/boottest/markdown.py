@@ -1,7 +1,7 @@
 """The boot report as Markdown: what a CI job summary ($GITHUB_STEP_SUMMARY) and out/NAME.boot-report.md show.
 
     render(report) -> a title, the verdict, one table row per check (its evidence too), the retries,
-                      and card A's first boot as a Mermaid gantt chart (seconds since power on)
+                      and card B's first boot as a Mermaid gantt chart (seconds since power on)
 
 Only the report dict is read (the JSON written beside it), so an old report renders as well.
 A check's ``ok`` may be None: not applicable, its ``detail`` says why.
@@ -30,7 +30,7 @@ def render(report: dict[str, Any]) -> str:
         lines += ["", f"Retries after an emulator fault ({len(retries)}):", ""]
         lines += [f"- card {r.get('card', '?')}, boot {r.get('boot', '?')}: {r.get('fault', '?')} "
                   f"({code(str(r.get('console', '')))})" for r in retries]
-    lines += ["", *timeline(report.get("timings", {}).get("A1", {}))]
+    lines += ["", *timeline(report.get("timings", {}).get("B", {}))]
     return "\n".join(lines) + "\n"
 
 
@@ -89,7 +89,7 @@ def milestones(timing: dict[str, Any]) -> list[tuple[str, float]]:
 
 
 def timeline(timing: dict[str, Any]) -> list[str]:
-    """Card A's first boot as a Mermaid gantt: one bar from each milestone to the next.
+    """Card B's first boot as a Mermaid gantt: one bar from each milestone to the next.
 
     ``dateFormat X`` reads whole Unix seconds (the first bar starts at 0, the epoch) and the bars
     after it are durations (``12.5s``), which may have decimals; ``axisFormat %s`` labels the axis
@@ -97,9 +97,9 @@ def timeline(timing: dict[str, Any]) -> list[str]:
     """
     points = milestones(timing)
     if len(points) < 2:
-        return ["Card A's first boot recorded no milestones."]
-    lines = ["### Card A, first boot (seconds since power on)", "", "```mermaid", "gantt",
-             "    dateFormat X", "    axisFormat %s", "    section card A"]
+        return ["Card B's first boot recorded no milestones."]
+    lines = ["### Card B, first boot (seconds since power on)", "", "```mermaid", "gantt",
+             "    dateFormat X", "    axisFormat %s", "    section card B"]
     for i, ((_, before), (name, at)) in enumerate(pairwise(points)):
         start = "0" if i == 0 else f"after m{i - 1}"
         label = "".join(ch for ch in name if ch not in ":;#").strip() or "?"

@@ -25,7 +25,7 @@ def test_a_real_report_renders_a_row_per_check_and_the_first_boot_as_a_gantt_cha
     for check in report["checks"]:
         assert f"| {check['number']} | {check['name']} | PASS | {check['detail']} |  |" in lines
     (gantt,) = mermaid_blocks(text)
-    assert gantt == ["gantt", "    dateFormat X", "    axisFormat %s", "    section card A",
+    assert gantt == ["gantt", "    dateFormat X", "    axisFormat %s", "    section card B",
                      "    kernel 29.0 s :m0, 0, 29s",
                      "    systemd 42.1 s :m1, after m0, 13.1s",
                      "    firstboot 69.0 s :m2, after m1, 26.9s",
@@ -45,7 +45,7 @@ def report(**extra: Any) -> dict[str, Any]:
              "detail": "the image has no entropi-growroot (image.expand = none)"},
         ],
         "retries": [{"card": "C", "boot": "C1", "fault": "tlb-flush-stall", "console": "rcu: INFO | stall"}],
-        "timings": {"A1": {"milestones": {"login": 80.5, "sshd": 71.0, "keys": 66.2, "kernel": 12.0, "hwrng": 14.5,
+        "timings": {"B": {"milestones": {"login": 80.5, "sshd": 71.0, "keys": 66.2, "kernel": 12.0, "hwrng": 14.5,
                                           "crng ready": 14.5, "firmware": 3.0}, "ssh_seconds": 72.4}},
     }
     return {**base, **extra}
@@ -63,7 +63,7 @@ def test_failed_and_not_applicable_checks_with_their_evidence_and_the_retries() 
 
 
 def test_the_timeline_runs_in_time_order_with_power_on_first_and_ties_in_boot_order() -> None:
-    timing = report()["timings"]["A1"]
+    timing = report()["timings"]["B"]
     assert [name for name, _ in milestones(timing)] == ["power on", "firmware", "kernel", "hwrng", "crng ready",
                                                         "keys", "sshd", "login"]
     (gantt,) = mermaid_blocks(render(report()))
@@ -74,7 +74,7 @@ def test_the_timeline_runs_in_time_order_with_power_on_first_and_ties_in_boot_or
 
 
 def test_a_boot_with_no_milestones_says_so_instead_of_an_empty_chart() -> None:
-    text = render(report(timings={"A1": {"milestones": {}, "ssh_seconds": None}}))
-    assert "Card A's first boot recorded no milestones." in text and "```mermaid" not in text
+    text = render(report(timings={"B": {"milestones": {}, "ssh_seconds": None}}))
+    assert "Card B's first boot recorded no milestones." in text and "```mermaid" not in text
     text = render(report(timings={}))
     assert "```mermaid" not in text
