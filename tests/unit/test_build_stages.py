@@ -117,6 +117,7 @@ def test_secrets_removes_baked_keys_and_seeds_and_resets_machine_id(tmp_path: Pa
     ctx = run(Secrets(), context(tmp_path, g))
     assert g.glob_expand("/etc/ssh/ssh_host_*") == []
     assert not g.exists("/var/lib/systemd/random-seed") and not g.exists("/var/lib/entropi/firstboot.done")
+    assert not g.exists("/var/lib/entropi/committed.json"), "a committed set would pass keys made elsewhere"
     assert g.text("/etc/machine-id") == "uninitialized\n" and g.mode("/etc/machine-id") == 0o444
     assert g.readlink("/etc/systemd/system/regenerate_ssh_host_keys.service") == "/dev/null"
     assert "/etc/ssh/ssh_host_ed25519_key" in ctx.manifest["secrets"]["removed"]
@@ -213,6 +214,11 @@ def test_firstboot_unit_installs_program_settings_and_enables_it(tmp_path: Path,
     assert {"type": "rsa", "bits": 3072} in settings["key_types"]
     assert wants(g, "entropi-firstboot.service") == "/etc/systemd/system/entropi-firstboot.service"
     assert not g.exists("/etc/systemd/system/entropi-firstboot.service.d")  # 300 s wait: default timeout
+    for sshd in ("ssh.service", "ssh@.service"):  # sshd, and each connection of ssh.socket, need it
+        link = f"/etc/systemd/system/{sshd}.requires/entropi-firstboot.service"
+        assert g.readlink(link) == "/etc/systemd/system/entropi-firstboot.service"
+    dropin = "/etc/systemd/system/ssh@.service.d/entropi-firstboot.conf"
+    assert g.mode(dropin) == 0o644 and "After=entropi-firstboot.service" in g.text(dropin)
 
 
 def test_firstboot_unit_installs_the_programs_package_next_to_its_launcher(tmp_path: Path, g: FakeGuest) -> None:
