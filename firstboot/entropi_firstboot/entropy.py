@@ -51,9 +51,10 @@ def wait_for_entropy(run: Run) -> bool:
     run.wait = _wait_settings(run)
     deadline = start + run.wait["timeout"]
     legacy = run.wait["legacy_pool"]
-    log("waiting for the kernel's random generator (crng%s, at most %gs)"
-        % (" and entropy_avail >= %d" % run.wait["min_entropy"] if legacy else "", run.wait["timeout"]))
     ready = run.machine.crng_ready()
+    log("waiting for the kernel's random generator (crng %s%s, at most %gs)"
+        % ("ready" if ready else "not ready", ", entropy_avail >= %d" % run.wait["min_entropy"] if legacy else "",
+           run.wait["timeout"]))
     if ready:
         run.crng_ready_at = round(start, 3)
     elif ready is False:
@@ -90,6 +91,7 @@ def _wait_for_crng(run: Run, deadline: float) -> Optional[bool]:
     thread = threading.Thread(target=call, name="entropi-getrandom")
     thread.daemon = True
     thread.start()
+    log("the crng is not ready: a blocking getrandom lets the kernel collect jitter entropy")
     began = seams.monotonic()
     while not seams.wait(done, max(0.0, min(PROGRESS_EVERY, deadline - seams.monotonic()))):
         now = seams.monotonic()
