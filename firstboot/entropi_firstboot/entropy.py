@@ -60,7 +60,8 @@ def wait_for_entropy(run: Run) -> bool:
     elif ready is False:
         ready = _wait_for_crng(run, deadline)
     level_ok = ready is not False and _wait_for_level(run, deadline, ready is None)
-    avail, poolsize = run.machine.entropy()
+    run.end_snapshot = run.machine.snapshot(full=False)  # the kernel's view when the wait ended
+    avail = run.end_snapshot["entropy_avail"]
     run.wait.update({
         "waited_seconds": round(seams.monotonic() - start, 3),
         "timed_out": not level_ok,

@@ -168,7 +168,8 @@ def main(argv: Optional[List[str]] = None, began: Optional[float] = None) -> int
         except (OSError, FirstbootError) as exc:
             record_failure(run, str(exc))
             code = EXIT_ERROR
-    run.end_snapshot = run.machine.snapshot(full=False)
+    if run.end_snapshot is None:  # no wait in this run: the view as it ends
+        run.end_snapshot = run.machine.snapshot(full=False)
     report(run)
     if ops.fault_after is not None:  # tells the crash tests how many operations there are
         log("fault injection: the run ended after %d file operations" % ops.count)

@@ -103,6 +103,7 @@ class Run:
             "clock": "CLOCK_MONOTONIC seconds (time.monotonic)",
             "started_at": round(self.began, 3),
             "at_start": self.start_snapshot,
+            "at_end": self.end_snapshot,
             "now": self.machine.snapshot(),
             "crng_ready_at": self.crng_ready_at,
             "entropy_level_reached_at": self.level_reached_at,

@@ -52,7 +52,8 @@ def test_new_kernel_waits_for_crng_with_a_blocking_call_then_makes_keys_after_it
     assert clock.sleeps == 0, "no polling on a new kernel"
     assert verdict["at_start"]["crng_ready"] is False and verdict["at_end"]["crng_ready"] is True
     ev = evidence(tree)
-    assert ev["at_start"]["crng_ready"] is False
+    assert ev["at_start"]["crng_ready"] is False and ev["at_end"]["crng_ready"] is True
+    assert ev["at_end"]["monotonic"] == 1003.0, "the kernel's view as the wait ended"
     assert ev["wait"]["blocking_call"] == "returned" and ev["wait"]["timed_out"] is False
     assert ev["wait"]["legacy_pool"] is False
     assert ev["crng_ready_at"] >= 1003.0
