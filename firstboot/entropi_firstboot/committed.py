@@ -21,6 +21,7 @@ from .device import COMMITTED, SSH_DIR, TMP_PREFIX, read_text
 from .run import Run
 
 RECORD_VERSION = 1
+KEY_FIELDS = ("type", "bits", "file", "public", "sha256", "fingerprint")
 
 
 def load(run: Run) -> Optional[Dict[str, Any]]:
@@ -37,8 +38,10 @@ def load(run: Run) -> Optional[Dict[str, Any]]:
         if record.get("version") != RECORD_VERSION or not isinstance(record.get("keys"), list):
             raise ValueError("version %r" % record.get("version"))
         for key in record["keys"]:
-            _ = (key["type"], key["bits"], key["file"], key["public"], key["sha256"], key["fingerprint"])
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            missing = [field for field in KEY_FIELDS if field not in key]
+            if missing:
+                raise ValueError("a key without %s" % ", ".join(missing))
+    except (ValueError, TypeError, AttributeError) as exc:
         run.findings.append("%s is damaged (%s): the committed set is unknown" % (COMMITTED, exc))
         return None
     return record
@@ -126,6 +129,5 @@ def record_of(run: Run, provisional: bool) -> Dict[str, Any]:
             "waited_seconds": run.wait.get("waited_seconds", 0.0),
             "crng_ready_before_keys": run.crng_ready_before_keys(),
         },
-        "keys": [{k: key[k] for k in ("type", "bits", "file", "public", "sha256", "fingerprint")}
-                 for key in run.keys],
+        "keys": [{field: key[field] for field in KEY_FIELDS} for key in run.keys],
     }
