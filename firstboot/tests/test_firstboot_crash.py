@@ -64,7 +64,8 @@ def run_program(base: Path, fault=None) -> subprocess.CompletedProcess:
     env.pop("ENTROPI_FIRSTBOOT_FAULT_AFTER", None)
     if fault is not None:
         env["ENTROPI_FIRSTBOOT_FAULT_AFTER"] = str(fault)
-    args = [sys.executable, str(PROGRAM), "--root", str(base / "root"),
+    # -IS as on the device (the launcher's first line): the program needs no site-packages.
+    args = [sys.executable, "-IS", str(PROGRAM), "--root", str(base / "root"),
             "--proc", str(base / "proc"), "--sys", str(base / "sys")]
     return subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
 
