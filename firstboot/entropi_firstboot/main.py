@@ -97,6 +97,9 @@ def renew(run: Run) -> int:
     run.phase = "generating-keys"
     run.write_evidence()
     make_keys(run)
+    # Every key is in place under its final name; what follows (publishing, the commit) is the
+    # window the boot test cuts the power in (stages/boottest/cards.py, COMMIT_WINDOW).
+    log("%d host keys in place; publishing, then committing them" % len(run.keys))
     run.committed = checked_record(run, provisional=not completed)
     if run.status == "running":
         run.status = "ok"

@@ -25,7 +25,7 @@ from stages.core import progress
 
 PROBE_ARGS = "systemd.wants=entropi-probe.service"  # a start job for the probe; the image is unchanged
 UNIT_DONE = r"ENTROPI-FIRSTBOOT \{"  # the first-boot program's last line, after its last write
-COMMIT_WINDOW = r"ENTROPI-FINGERPRINT \d+ "  # printed after every key's rename, before the run is committed
+COMMIT_WINDOW = r"host keys in place; publishing, then committing"  # after every key's rename, before the commit
 RETRIES = 1  # a card whose boot hit a named emulator fault (faults.EMULATOR_FAULTS) is started over this often
 Plan = list[tuple[str, "str | None"]]
 

@@ -31,7 +31,8 @@ def hwrng_blacklisted(g: GuestHandle, boot: str) -> None:
     modules = [w.strip() for w in read_text(g, "/etc/modules-load.d/entropi-hwrng.conf").splitlines()
                if w.strip() and not w.startswith("#")]
     cmdline = read_text(g, f"{boot}/cmdline.txt").strip()
-    write_text(g, f"{boot}/cmdline.txt", f"{cmdline} module_blacklist={','.join(m.replace('-', '_') for m in modules)}\n")
+    names = ",".join(m.replace("-", "_") for m in modules)
+    write_text(g, f"{boot}/cmdline.txt", f"{cmdline} module_blacklist={names}\n")
 
 
 def wrong_hostname(g: GuestHandle, boot: str) -> None:
