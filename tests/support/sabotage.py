@@ -7,6 +7,8 @@ settings and the same base.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import shutil
 import subprocess
@@ -65,6 +67,64 @@ def no_fsync(g: GuestHandle, boot: str) -> None:
     at = next(i for i, line in enumerate(lines) if line.startswith("import sys"))
     lines[at:at] = ["import os", "os.fsync = os.fdatasync = lambda fd: None  # sabotage: nothing is flushed"]
     write_text(g, path, "\n".join(lines) + "\n", 0o755)
+
+
+NAIVE_KEY_MAKER = """#!/bin/sh
+# Sabotage: a key maker that is not crash-safe. It creates each key file (durably) before
+# filling it, and keeps any key file it finds; it says what it does as entropi's program does.
+for t in {types}; do
+  k=/etc/ssh/ssh_host_${{t}}_key
+  [ -e "$k" ] && continue
+  : > "$k"; sync
+  echo "entropi-firstboot: making the $t host key"
+  /usr/bin/ssh-keygen -q -N '' -t "$t" -f "$k.new" && mv "$k.new" "$k" && mv "$k.new.pub" "$k.pub"
+done
+echo "entropi-firstboot: host keys in place; publishing, then committing them"
+sync
+"""
+
+
+def naive_key_maker(g: GuestHandle, boot: str) -> None:
+    """8: entropi's first-boot program replaced by a key maker that a power cut can leave with a
+    broken key (an empty file it then keeps)."""
+    config = json.loads(read_text(g, "/etc/entropi/firstboot.json"))
+    types = " ".join(k["type"] for k in config["key_types"])
+    write_text(g, "/usr/lib/entropi/entropi-firstboot", NAIVE_KEY_MAKER.format(types=types), 0o755)
+
+
+def base_key_files(base: Path) -> dict[str, bytes]:
+    """/etc/ssh/ssh_host_* of ``base`` (read-only)."""
+    g = open_guest([(base, "raw", True)], str(base))
+    try:
+        g.mount_ro("/dev/sda2", "/")
+        return {path: g.pread(path, g.filesize(path), 0) for path in g.glob_expand("/etc/ssh/ssh_host_*")}
+    finally:
+        g.close()
+
+
+def planted_keys(base: Path) -> Sabotage:
+    """2, 3 and 7: the host keys of ``base`` put back, and recorded as the committed set, so the
+    first-boot guard keeps them on every card."""
+    def plant(g: GuestHandle, boot: str) -> None:
+        files = base_key_files(base)
+        config = json.loads(read_text(g, "/etc/entropi/firstboot.json"))
+        keys = []
+        for spec in config["key_types"]:
+            private = f"/etc/ssh/ssh_host_{spec['type']}_key"
+            public = files[private + ".pub"].decode()
+            blob = base64.b64decode(public.split()[1])
+            sha = "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+            g.write(private, files[private])
+            g.chmod(0o600, private)
+            write_text(g, private + ".pub", public, 0o644)
+            keys.append({"type": spec["type"], "bits": spec.get("bits"), "file": private,
+                         "public": " ".join(public.split()[:2]), "sha256": sha,
+                         "fingerprint": f"0 {sha} planted ({spec['type'].upper()})"})
+        record = {"version": 1, "keys_source": "made-here", "provisional": False, "provisional_reason": None,
+                  "made": {}, "keys": keys}
+        g.mkdir_p("/var/lib/entropi")
+        write_text(g, "/var/lib/entropi/committed.json", json.dumps(record, indent=2) + "\n", 0o644)
+    return plant
 
 
 def sabotaged_copy(image: Path, dest: Path, name: str, sabotages: list[Sabotage]) -> Path:

@@ -21,15 +21,18 @@ def test_a_real_report_renders_a_row_per_check_and_the_first_boot_as_a_gantt_cha
     text = render(report)
     lines = text.splitlines()
     assert lines[0] == "## Boot test: debian-arm64.img (arm64)"
-    assert "**PASS**: 10 of 10 checks passed" in lines
+    assert "**PASS**: 11 of 11 checks passed" in lines
     for check in report["checks"]:
-        assert f"| {check['number']} | {check['name']} | PASS | {check['detail']} |  |" in lines
+        row = f"| {check['number']} | {check['name']} | PASS | {check['detail']} | "
+        assert any(line.startswith(row) for line in lines), row
+        if check["evidence"]:  # the evidence shows, as key=value
+            assert f"`{next(iter(check['evidence']))}=" in text
     (gantt,) = mermaid_blocks(text)
     assert gantt == ["gantt", "    dateFormat X", "    axisFormat %s", "    section card B",
-                     "    kernel 29.0 s :m0, 0, 29s",
-                     "    systemd 42.1 s :m1, after m0, 13.1s",
-                     "    firstboot 69.0 s :m2, after m1, 26.9s",
-                     "    sshd 70.2 s :m3, after m2, 1.2s"]
+                     "    kernel 16.0 s :m0, 0, 16s",
+                     "    systemd 29.0 s :m1, after m0, 13s",
+                     "    firstboot 116.1 s :m2, after m1, 87.1s",
+                     "    sshd 118.1 s :m3, after m2, 2s"]
     assert "Retries" not in text
 
 
