@@ -4,6 +4,7 @@ Cards are qcow2 overlays of one prepared overlay (prepare.py: the probe and a kn
 written, the image's facts read) over the image, which stays byte-identical; each card is
 strictly larger than the image, so a first-boot grow has room. Card B is the examined first
 boot; card A loses power within a second of the first-boot unit's last line and boots again;
+before its third boot one host key is replaced and one added behind the guard's back;
 card C loses power inside ssh-keygen, then after the keys' renames (before the run is
 committed), then boots a third time.
 """
@@ -13,14 +14,16 @@ from __future__ import annotations
 import json
 import re
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from stages.boottest.bootfiles import BootFiles
+from stages.boottest.bootfiles import BootFiles, card_cmdline
 from stages.boottest.evidence import Boot, keyscan, known_hosts_keys
 from stages.boottest.login import login_and_password
 from stages.boottest.machine import Machine, run_qemu_img
 from stages.boottest.prepare import Facts
+from stages.boottest.tamper import tamper
 from stages.core import progress
 
 PROBE_ARGS = "systemd.wants=entropi-probe.service"  # a start job for the probe; the image is unchanged
@@ -31,7 +34,7 @@ Plan = list[tuple[str, "str | None"]]
 
 
 def plans(key_type: str) -> dict[str, Plan]:
-    return {"B": [("B", None)], "A": [("A1", UNIT_DONE), ("A2", None)],
+    return {"B": [("B", None)], "A": [("A1", UNIT_DONE), ("A2", None), ("A3", None)],
             "C": [("C1", rf"making the {key_type} host key"), ("C2", COMMIT_WINDOW), ("C3", None)]}
 
 
@@ -46,9 +49,12 @@ class Cards:
     def log_path(self, label: str) -> Path:
         return self.out_dir / (f"{self.name}.boot.log" if label == "B" else f"{self.name}.boot-{label}.log")
 
-    def boot(self, disk: Path, label: str, *, cut_at: str | None = None) -> Boot:
+    def boot(self, disk: Path, label: str, *, cut_at: str | None = None, again: bool = False) -> Boot:
         result = Boot(label)
-        with Machine(self.files, disk, self.arch, self.log_path(label)) as vm, progress.step(f"boot {label}"):
+        files = self.files
+        if again:  # the firmware reads cmdline.txt at every power-on; a first boot may have changed it
+            files = replace(files, cmdline=f"{card_cmdline(disk, files.boot_part, self.arch)} {PROBE_ARGS}")
+        with Machine(files, disk, self.arch, self.log_path(label)) as vm, progress.step(f"boot {label}"):
             if cut_at:
                 m = vm.wait_for(cut_at, self.timeout, poll=0.05)
                 if m:
@@ -117,8 +123,10 @@ class Cards:
             disk.unlink(missing_ok=True)
             card_overlay(prepared, disk, self.card_bytes)
             done = {}
-            for label, cut_at in plan:
-                done[label] = boot = self.boot(disk, label, cut_at=cut_at)
+            for n, (label, cut_at) in enumerate(plan):
+                tampered = tamper(disk, "/etc/ssh/ssh_host_ed25519_key") if label == "A3" else {}
+                done[label] = boot = self.boot(disk, label, cut_at=cut_at, again=n > 0)
+                boot.tampered = tampered
                 if boot.failure:
                     break
             failed = next((b for b in done.values() if b.failure), None)

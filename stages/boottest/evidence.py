@@ -34,6 +34,7 @@ class Boot:
     failure: Failure | None = None  # the console line that ended the boot, and whose fault it was
     cut_line: str = ""  # the console line at which the power was cut
     cut_after: float | None = None  # seconds from that line reaching the console log to QEMU killed
+    tampered: dict[str, str] = field(default_factory=dict)  # host keys written behind the guard's back, by file
 
 
 def keyscan(port: int, timeout: int = 10) -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 from stages.boottest.checks import (
@@ -21,14 +23,27 @@ from stages.boottest.prepare import Facts
 POWER_CUT_LIMIT = 1.0  # seconds from the first-boot unit's last line to QEMU killed
 
 
+def guard_verdict(log: str) -> dict[str, Any]:
+    """The guard's own line of this boot (action, guard_seconds): shown as evidence, never a verdict."""
+    m = re.search(r"ENTROPI-FIRSTBOOT (\{.*\})", log)
+    try:
+        verdict = json.loads(m.group(1)) if m else {}
+    except ValueError:
+        verdict = {}
+    return {"guard_action": verdict.get("action"), "guard_seconds": verdict.get("guard_seconds")}
+
+
 def second_boot(a1: Boot, a2: Boot) -> Check:
     """6: power cut within a second of the first-boot unit finishing; the next boot serves the keys
     the first one published, and the published known_hosts is whole."""
     p2 = a2.probe or {}
     published = known_hosts_keys(p2.get("known_hosts"))
     served = sorted(fingerprint(k) for k in a2.keys)
+    unit = p2.get("firstboot_unit", {})
+    span = int(unit.get("ExecMainExitTimestampMonotonic") or 0) - int(unit.get("ExecMainStartTimestampMonotonic") or 0)
     ev = {"power_cut_after": a1.cut_after, "first_boot_fingerprints": sorted(a1.fingerprints), "served": served,
-          "published_after": len(published), "unit_result": p2.get("firstboot_unit", {}).get("Result")}
+          "published_after": len(published), "unit_result": unit.get("Result"),
+          "unit_seconds": round(span / 1e6, 3) if span > 0 else None, **guard_verdict(a2.log)}
     cut_ok = a1.cut_after is not None and a1.cut_after <= POWER_CUT_LIMIT
     ok = cut_ok and bool(a2.keys) and served == sorted(a1.fingerprints) and a2.keys == published \
         and ev["unit_result"] == "success"
@@ -40,6 +55,25 @@ def second_boot(a1: Boot, a2: Boot) -> Check:
     return _check("6", "keys survive a power cut", ok,
                   f"power cut {a1.cut_after} s after the first-boot unit finished; the next boot serves the "
                   f"{len(served)} keys published before it, known_hosts whole", why, ev)
+
+
+def tampered_keys_replaced(a2: Boot, a3: Boot) -> Check:
+    """10: with the power off, one host key replaced and one added behind the guard's back; the next
+    boot serves a fresh set, equal to the published one, none of those keys, and says what it found."""
+    p3 = a3.probe or {}
+    published = known_hosts_keys(p3.get("known_hosts"))
+    planted = set(a3.tampered.values())
+    stale = set(a3.keys) & (set(a2.keys) | planted)
+    found = [line.strip() for line in re.findall(r"ENTROPI-FOUND (.*)", a3.log)]
+    said = any("replaced" in f for f in found) and any("added" in f for f in found)
+    ev = {"tampered": sorted(a3.tampered), "served": sorted(fingerprint(k) for k in a3.keys),
+          "published": len(published), "still_served_from_before": len(stale), "console_found": found}
+    ok = bool(a3.tampered) and bool(a3.keys) and a3.keys == published and not stale and said
+    return _check("10", "keys changed behind the guard are replaced", ok,
+                  f"after {', '.join(sorted(a3.tampered))} were changed: {len(a3.keys)} fresh keys served = published;"
+                  f" the console said: {'; '.join(found)}",
+                  f"tampered {sorted(a3.tampered)}; served {len(a3.keys)}, published {len(published)}, keys from "
+                  f"before or planted still served: {len(stale)}; console said: {found or 'nothing'}", ev)
 
 
 def cards_differ(a2: Boot, b: Boot) -> Check:
@@ -110,6 +144,9 @@ def evaluate(boots: dict[str, Boot], facts: Facts, *, password_expected: bool, g
     checks.append(root_grows(b, facts) if b and grows else
                   not_applicable("9", "root grows to the card", "the image does not grow its root at first boot"
                                  if b else "card B was not booted"))
+    checks.append(tampered_keys_replaced(boots["A2"], boots["A3"]) if "A3" in boots and facts.firstboot else
+                  not_applicable("10", "keys changed behind the guard are replaced",
+                                 "no entropi first-boot unit or no card A"))
     return checks
 
 

@@ -27,14 +27,17 @@ def test_invoke_boot_test_on_the_offline_recipe_passes_every_check(base_arm64: P
     out = tmp_path / "out"
     report = json.loads((out / "debian-arm64.boot-report.json").read_text())
     checks = {c["number"]: c for c in report["checks"]}
-    assert list(checks) == ["1a", "1b", "2", "3", "4", "5", "6", "7", "8", "9", "0"]
+    assert list(checks) == ["1a", "1b", "2", "3", "4", "5", "6", "7", "8", "9", "10", "0"]
     assert report["passed"] and all(c["ok"] for c in report["checks"]), done.stdout[-3000:]
     assert "PASS  9. root grows to the card" in done.stdout
     # the evidence behind the verdicts, not only true/false
     two = checks["2"]["evidence"]
     assert two["crng_init_at"] <= two["first_key_written_at"] <= two["last_key_written_at"] <= two["probe_at"]
     assert "/dev/hwrng" in checks["5"]["evidence"]["devices_open"] and checks["5"]["evidence"]["bytes_read"] > 0
-    assert checks["6"]["evidence"]["power_cut_after"] <= 1.0
+    six = checks["6"]["evidence"]
+    assert six["power_cut_after"] <= 1.0 and six["guard_action"] == "unchanged"
+    print("guard, unchanged second boot:", six["guard_seconds"], "s (program);", six["unit_seconds"], "s (systemd)")
+    assert checks["10"]["evidence"]["still_served_from_before"] == 0
     assert checks["4"]["evidence"]["password_attempt"] == "refused"
     # out/NAME.boot-report.md, what CI appends to the job summary: a row per check, the timeline
     text = (out / "debian-arm64.boot-report.md").read_text()

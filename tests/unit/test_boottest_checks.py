@@ -51,6 +51,7 @@ def _probe(key: str) -> dict[str, Any]:
 @pytest.fixture
 def good(tmp_path: Path) -> tuple[dict[str, Boot], Facts]:
     a, b, base = _key(tmp_path, "a"), _key(tmp_path, "b"), _key(tmp_path, "base")
+    fresh, planted = _key(tmp_path, "fresh"), _key(tmp_path, "planted")
     facts = Facts(base_keys=[base], base_source="base.img", hostname="pi-07", user="ada", password="pw",
                   firstboot=True, hwrng_modules=["bcm2835-rng"], root_end_bytes=1200 << 20,
                   root_fs_bytes=680 << 20)
@@ -58,6 +59,9 @@ def good(tmp_path: Path) -> tuple[dict[str, Boot], Facts]:
         "B": Boot("B", fingerprints=[_fp(b)], keys=[b], probe=_probe(b), login_ok=True, password_result="refused"),
         "A1": Boot("A1", fingerprints=[_fp(a)], cut_line="ENTROPI-FIRSTBOOT {", cut_after=0.12),
         "A2": Boot("A2", keys=[a], probe=_probe(a)),
+        "A3": Boot("A3", keys=[fresh], probe=_probe(fresh), tampered={"/etc/ssh/ssh_host_ed25519_key": planted},
+                   log="[ 50.1] entropi-firstboot[9]: ENTROPI-FOUND ssh_host_ed25519_key: replaced (committed x)\n"
+                       "[ 50.1] entropi-firstboot[9]: ENTROPI-FOUND ssh_host_dsa_key: added (not committed)\n"),
         "C1": Boot("C1", cut_line="making the ed25519 host key"), "C2": Boot("C2", cut_line="ENTROPI-FINGERPRINT 1 "),
         "C3": Boot("C3", keys=[a], probe=_probe(a)),
     }
@@ -71,7 +75,7 @@ def _failed(boots: dict[str, Boot], facts: Facts) -> dict[str, str]:
 
 def test_a_good_run_passes_every_check(good: tuple[dict[str, Boot], Facts]) -> None:
     checks = evaluate(*good, password_expected=False, grows=True, key_count=1)
-    assert [c.number for c in checks] == ["1b", "2", "3", "4", "5", "6", "7", "8", "9"]
+    assert [c.number for c in checks] == ["1b", "2", "3", "4", "5", "6", "7", "8", "9", "10"]
     assert [c.number for c in checks if not c.ok] == []
     two = next(c for c in checks if c.number == "2")
     assert two.evidence["crng_init_at"] == 28.2 and two.evidence["waited_for_crng"] == 0.0
@@ -108,6 +112,11 @@ def _break(boots: dict[str, Boot], facts: Facts, change: str) -> None:
         assert c3 is not None
         c3["host_keys"] = copy.deepcopy(c3["host_keys"])
         c3["host_keys"][0]["pair_ok"] = False
+    elif change == "tampered-key-served":
+        tampered = boots["A3"]
+        tampered.keys = sorted([*tampered.keys, *tampered.tampered.values()])
+    elif change == "tamper-unnoticed":
+        boots["A3"].log = ""
     elif change == "not-grown":
         p["root"]["partition_bytes"] = (1200 - 516) << 20
 
@@ -126,6 +135,8 @@ def _break(boots: dict[str, Boot], facts: Facts, change: str) -> None:
     ("same-keys", "7", r"shared: 1"),
     ("broken-pair", "8", r"pairs broken \['/etc/ssh/ssh_host_ed25519_key'\]"),
     ("not-grown", "9", r"partition end 1200 -> 1200 MiB"),
+    ("tampered-key-served", "10", r"keys from before or planted still served: 1"),
+    ("tamper-unnoticed", "10", r"console said: nothing"),
 ])
 def test_a_broken_fact_fails_exactly_the_matching_check(
         good: tuple[dict[str, Boot], Facts], change: str, number: str, why: str) -> None:
@@ -140,5 +151,5 @@ def test_checks_without_their_boots_are_not_applicable_never_passed(good: tuple[
     boots, facts = good
     only_b = {"B": boots["B"]}
     checks = {c.number: c for c in evaluate(only_b, facts, password_expected=False, grows=False, key_count=1)}
-    for number in ("6", "7", "8", "9"):
+    for number in ("6", "7", "8", "9", "10"):
         assert checks[number].ok is None and checks[number].detail.startswith("not applicable"), number

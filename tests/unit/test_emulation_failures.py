@@ -118,7 +118,7 @@ class ScriptedCards(Cards):
         self.prepared = out / "prepared.qcow2"
         card_overlay_raw(image, self.prepared)
 
-    def boot(self, disk: Path, label: str, *, cut_at: str | None = None) -> Boot:
+    def boot(self, disk: Path, label: str, *, cut_at: str | None = None, again: bool = False) -> Boot:
         assert disk.is_file()
         self.booted.append(label)
         self.log_path(label).write_text(f"console of {label}\n")
@@ -229,3 +229,37 @@ def test_the_qemu_command_line_keeps_the_images_options_and_adds_rodata_off_only
         assert words.count("console=ttyAMA0,115200") == 1 and "console=tty1" not in words
     assert armhf.count("rodata=off") == 1 and "rodata=full" not in armhf
     assert "rodata=full" in arm64 and "rodata=off" not in arm64
+
+
+def test_later_boots_read_cmdline_txt_from_the_card_as_it_is_now(tmp_path: Path) -> None:
+    """The firmware reads cmdline.txt at every power-on: a first boot that rewrote it (trixie's
+    initramfs resize, new disk id) is booted with the new root= the second time."""
+    from stages.boottest.bootfiles import card_cmdline
+    from stages.core.processes import run
+    from stages.image.disk import MTOOLS_ENV, read_mbr
+    from tests.support.flash_sample import make_sample_image
+
+    image = make_sample_image(tmp_path / "pi.img", size_mib=32, boot_mib=8, root_data=1 << 20, bmap=False)
+    boot = read_mbr(image).partitions[0]
+    cmdline = tmp_path / "cmdline.txt"
+    cmdline.write_text("console=serial0,115200 root=PARTUUID=1111aaaa-02 rootwait resize\n")
+    run(["mcopy", "-i", f"{image}@@{boot.start}", str(cmdline), "::cmdline.txt"], env=MTOOLS_ENV)
+    card = tmp_path / "card.qcow2"
+    card_overlay_raw(image, card)
+    assert "root=PARTUUID=1111aaaa-02" in card_cmdline(card, boot, "arm64").split()
+    # what the first boot did: a new disk id in cmdline.txt, written to the card (not the image)
+    raw = tmp_path / "boot.raw"
+    run(["qemu-img", "dd", "-f", "qcow2", "-O", "raw", "bs=512", f"skip={boot.start // 512}",
+         f"count={boot.size // 512}", f"if={card}", f"of={raw}"])
+    cmdline.write_text("console=serial0,115200 root=PARTUUID=2222bbbb-02 rootwait\n")
+    run(["mcopy", "-o", "-i", str(raw), str(cmdline), "::cmdline.txt"], env=MTOOLS_ENV)
+    run(["qemu-io", "-f", "qcow2", "-c", f"write -s {raw} {boot.start} {boot.size}", str(card)])
+    words = card_cmdline(card, boot, "arm64").split()
+    assert "root=PARTUUID=2222bbbb-02" in words and "resize" not in words
+    assert "root=PARTUUID=1111aaaa-02" in qemu_cmdline_of(image, boot)  # the image itself is untouched
+
+
+def qemu_cmdline_of(image: Path, boot: Partition) -> str:
+    from stages.image.disk import fat_read
+
+    return fat_read(image, boot, "cmdline.txt").decode()
