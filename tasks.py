@@ -106,8 +106,8 @@ def boot_test(c: Context, image: str = "", recipe: str = "", key: str = "", set:
     Writes out/NAME.boot-report.json and out/NAME.boot.log; exits 1 when a check fails.
     Cards are qcow2 overlays: the image itself is never changed.
     """
-    from stages.boottest.checks import summary
     from stages.boottest.run import boot_test as run_boot_test
+    from stages.boottest.verdict import summary
 
     report = run_boot_test(image, recipe, key, set or [])
     print(summary(report))
@@ -131,26 +131,43 @@ def base_image(c: Context, arch: str = "arm64", suite: str = "bookworm",
 
 
 @task(help={"image": "Image to write: out/NAME.img, .img.xz or .img.zst (NAME.img.bmap beside it is used)",
-            "device": "The SD card's whole device, e.g. /dev/sdX or /dev/mmcblkN (or a file name with --to-file)",
+            "device": "A card's whole device, e.g. /dev/sdX or /dev/mmcblkN; repeat it to write several cards at "
+                      "once (with --to-file: the one file to write)",
             "yes": "Do not ask for confirmation",
             "to_file": "Write an image file (sparse) instead of a block device",
             "force_non_removable": "Allow a device whose sysfs 'removable' flag is 0 (never the running system)",
-            "hostname": "Per-card hostname, written to <boot>/entropi/hostname for the first boot"})
+            "hostname": "Per-card hostname, written to <boot>/entropi/hostname for the first boot: a name, a "
+                        "comma list (one per --device), or a pattern of the card's number n, e.g. pi-{n:02}",
+            "first": "The n of the first card in a --hostname pattern (default 1)"},
+      iterable=["device"])
 @user_errors
-def flash(c: Context, image: str, device: str, yes: bool = False, to_file: bool = False,
-          force_non_removable: bool = False, hostname: str = "") -> None:
-    """Write an image to an SD card (mapped blocks only when a .bmap exists), then read it back to verify.
+def flash(c: Context, image: str, device: list[str] | None = None, yes: bool = False, to_file: bool = False,
+          force_non_removable: bool = False, hostname: str = "", first: int = 1) -> None:
+    """Write an image to SD cards (mapped blocks only when a .bmap exists), several at once, each read back.
 
     Refuses mounted devices, the disk that runs this computer, non-removable disks (unless
-    --force-non-removable), cards smaller than the image, and asks before writing unless --yes.
+    --force-non-removable), cards smaller than the image, and asks before writing unless --yes;
+    one refused device and nothing is written. Prints a table of the cards; exits 1 if any failed.
     """
-    import json
+    from stages.flash.fleet import CardResult, flash_cards, hostnames, table
+    from stages.flash.write import flash as flash_file
 
-    from stages.flash.write import flash as run_flash
-
-    report = run_flash(Path(image), Path(device), yes=yes, to_file=to_file,
-                       force_non_removable=force_non_removable, hostname=hostname or None)
-    print(json.dumps(report))
+    targets = [Path(d) for d in device or []]
+    if not targets:
+        raise UserError("flash", "no --device given", hint="name the card: --device /dev/sdX (repeat for several)")
+    if to_file:
+        if len(targets) > 1:
+            raise UserError("flash", f"--to-file writes one file, {len(targets)} were given", hint="give one --device")
+        name = hostnames(hostname, 1, first)[0]
+        report = flash_file(Path(image), targets[0], yes=yes, to_file=True, force_non_removable=False, hostname=name)
+        results = [CardResult(str(targets[0]), "", name, report["bytes_written"], report["seconds"], True)]
+    else:
+        results = flash_cards(Path(image), targets, yes=yes, force_non_removable=force_non_removable,
+                              hostname=hostname, first=first)
+    print(table(results))
+    failed = sum(not r.verified for r in results)
+    if failed:
+        raise Exit(f"flash: {failed} of {len(results)} cards failed (see the table above)", code=1)
 
 
 @task

@@ -1,8 +1,9 @@
-"""Flash benchmark: `invoke flash` (bmap + read-back verify) against `dd bs=4M conv=fsync`, on a loop device.
+"""Flash benchmark: `invoke flash` (bmap + read-back verify) against `dd bs=4M conv=fsync`, on a loop device;
+then 1 card against 4 cards written at once (`--device` four times, each with its host name).
 
 Uses out/debian-arm64.img if it exists (its .bmap, or one made for it), else a generated 1 GiB
-Pi-style image that is about 70% empty. Page caches are dropped before each run; both runs
-end with an fsync of the card. Needs root (loop devices, drop_caches).
+Pi-style image that is about 70% empty. Page caches are dropped before each run; every run
+ends with an fsync of the cards. Needs root (loop devices, drop_caches).
 """
 
 from __future__ import annotations
@@ -13,18 +14,21 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from stages.flash.fleet import flash_cards  # noqa: E402
 from stages.flash.source import open_source  # noqa: E402
 from stages.flash.write import flash  # noqa: E402
 from tests.support.flash_sample import MIB, make_sample_image  # noqa: E402
 
 BUILT = ROOT / "out" / "debian-arm64.img"
 RUNS = 5
+FLEET_RUNS = 3
 
 
 def drop_caches() -> None:
@@ -32,22 +36,55 @@ def drop_caches() -> None:
     Path("/proc/sys/vm/drop_caches").write_text("3\n")
 
 
+@contextmanager
+def fresh_cards(work: Path, size: int, count: int) -> Iterator[list[Path]]:
+    """``count`` loop devices over new sparse files of ``size`` bytes; detached and removed afterwards."""
+    with ExitStack() as stack:
+        devs = []
+        for i in range(count):
+            backing = work / f"card{i}"
+            with open(backing, "wb") as f:
+                f.truncate(size)
+            stack.callback(backing.unlink, missing_ok=True)
+            dev = subprocess.run(["losetup", "--find", "--show", str(backing)], check=True,
+                                 capture_output=True, text=True).stdout.strip()
+            stack.callback(subprocess.run, ["losetup", "-d", dev], check=False)
+            devs.append(Path(dev))
+        yield devs
+
+
 def timed_on_fresh_card(work: Path, size: int, run: Callable[[Path], object]) -> tuple[float, object]:
     """Run ``run(loopdev)`` on a fresh sparse card of ``size`` bytes; seconds include the final fsync."""
-    backing = work / "card"
-    backing.unlink(missing_ok=True)
-    with open(backing, "wb") as f:
-        f.truncate(size)
-    dev = subprocess.run(["losetup", "--find", "--show", str(backing)], check=True,
-                         capture_output=True, text=True).stdout.strip()
-    try:
+    with fresh_cards(work, size, 1) as (dev,):
         drop_caches()
         start = time.monotonic()
-        result = run(Path(dev))
+        result = run(dev)
         return time.monotonic() - start, result
-    finally:
-        subprocess.run(["losetup", "-d", dev], check=False)
-        backing.unlink(missing_ok=True)
+
+
+def fleet_seconds(work: Path, image: Path, size: int, count: int) -> float:
+    """`invoke flash` with ``count`` fresh cards at once (pattern host names): seconds until all are verified."""
+    with fresh_cards(work, size, count) as devs:
+        drop_caches()
+        start = time.monotonic()
+        results = flash_cards(image, devs, yes=True, force_non_removable=True, hostname="bench-{n}")
+        seconds = time.monotonic() - start
+    assert all(r.verified for r in results), [r.error for r in results]
+    return seconds
+
+
+def fleet_figures(work: Path, image: Path, size: int) -> None:
+    """1 card, then 4 at once, alternating; 4.0 would be one card after another, 1.0 four for the price of one."""
+    one, four = [], []
+    for _ in range(FLEET_RUNS):
+        one.append(fleet_seconds(work, image, size, 1))
+        four.append(fleet_seconds(work, image, size, 4))
+    one_s, four_s = statistics.median(one), statistics.median(four)
+    print(f"fleet_runs: {FLEET_RUNS} each, medians below (write + read-back verify + host name)")
+    print(f"fleet_1_card_seconds: {one_s:.2f} s (runs: {', '.join(f'{x:.2f}' for x in one)})")
+    print(f"fleet_4_cards_seconds: {four_s:.2f} s (runs: {', '.join(f'{x:.2f}' for x in four)})")
+    print(f"fleet_ratio_4_to_1: {four_s / one_s:.2f} (4.00 = one after another; {os.cpu_count()} cores, one disk "
+          "behind all loop devices)")
 
 
 def main() -> int:
@@ -97,6 +134,7 @@ def main() -> int:
         print(f"flash_seconds: {fl_s:.2f} s (write + fsync + read-back verify; runs: "
               f"{', '.join(f'{x:.2f}' for x in fl_runs)})")
         print(f"ratio_flash_to_dd: {fl_s / dd_s:.2f} (goal <= 0.50 when the image is at least half empty)")
+        fleet_figures(work, image, card_size)
     return 0
 
 

@@ -5,16 +5,18 @@ from __future__ import annotations
 import errno
 import glob
 import os
+import re
 from typing import Any, Dict, Optional, Tuple
 
 from . import seams
 
-DONE_MARKER = "/var/lib/entropi/firstboot.done"
-STARTED_MARKER = "/var/lib/entropi/firstboot.started"
-UNREADY_FLAG = "/var/lib/entropi/firstboot.keys-made-after-timeout"
+COMMITTED = "/var/lib/entropi/committed.json"  # the host keys entropi made and published
 EVIDENCE_LOG = "/var/log/entropi/firstboot-evidence.json"
 SSH_DIR = "/etc/ssh"
 TMP_PREFIX = ".entropi-"
+# Since Linux 5.18 the input pool is 256 bits and entropy_avail reaches 256 exactly when the
+# crng becomes ready; before, it was 4096 bits and the level was a separate question.
+NEW_POOL_BITS = 256
 
 
 def read_text(path: str) -> Optional[str]:
@@ -103,18 +105,57 @@ class Machine:
         text = read_text(os.path.join(self.proc, "sys", "kernel", "osrelease"))
         return text.strip() if text is not None else None
 
-    def snapshot(self) -> Dict[str, Any]:
+    def snapshot(self, full: bool = True) -> Dict[str, Any]:
+        """The kernel's view of its generator; ``full`` adds whether rngd runs (a walk of
+        /proc, left out of the guard's quick path)."""
         avail, poolsize = self.entropy()
-        return {
+        view = {
             "monotonic": round(seams.monotonic(), 3),
             "uptime": self.uptime(),
             "crng_ready": self.crng_ready(),
             "entropy_avail": avail,
             "poolsize": poolsize,
-            "rngd_running": self.rngd_running(),
         }
+        if full:
+            view["rngd_running"] = self.rngd_running()
+        return view
+
+    def mount(self, path: str) -> Optional[Tuple[str, bool]]:
+        """(file system type, read-only) of the file system mounted exactly at ``path``,
+        from /proc/self/mountinfo; None when nothing is mounted there (an unmounted boot
+        partition leaves an empty directory on the root file system, which isdir accepts)."""
+        text = read_text(os.path.join(self.proc, "self", "mountinfo"))
+        if text is None:  # no procfs: the directory test of os.path.ismount
+            return ("unknown", False) if os.path.ismount(path) else None
+        found = _mounted_at(text, os.path.realpath(path))
+        if found is not None and found[0] == "autofs":  # an automount: touching it mounts it
+            try:
+                os.listdir(path)
+            except OSError:
+                return found
+            found = _mounted_at(read_text(os.path.join(self.proc, "self", "mountinfo")) or "",
+                                os.path.realpath(path)) or found
+        return found
 
     def key_paths(self, ktype: str) -> Tuple[str, str]:
         """The private and public host key of ``ktype``."""
         private = self.path("%s/ssh_host_%s_key" % (SSH_DIR, ktype))
         return private, private + ".pub"
+
+
+def _unescape(field: str) -> str:
+    """mountinfo writes a space as \\040, a tab as \\011, a backslash as \\134."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def _mounted_at(mountinfo: str, point: str) -> Optional[Tuple[str, bool]]:
+    """The last (topmost) mount at ``point``: (fstype, read-only)."""
+    found = None
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if "-" not in fields[6:] or len(fields) < 10 or _unescape(fields[4]) != point:
+            continue
+        sep = fields.index("-", 6)
+        options = fields[5].split(",") + (fields[sep + 3].split(",") if len(fields) > sep + 3 else [])
+        found = (fields[sep + 1], "ro" in options)
+    return found

@@ -7,7 +7,7 @@ import os
 import sys
 from typing import Optional
 
-from . import log
+from . import log, seams
 from .device import TMP_PREFIX
 
 FAULT_ENV = "ENTROPI_FIRSTBOOT_FAULT_AFTER"
@@ -63,9 +63,16 @@ class FileOps:
         self.tick("fsync dir " + path)
 
     def makedirs(self, path: str, mode: int = 0o755) -> None:
-        if not os.path.isdir(path):
-            os.makedirs(path, mode)
-            self.tick("mkdir " + path)
+        """Make ``path`` and its missing parents; each new directory's entry is made durable
+        by fsyncing the directory that holds it."""
+        if os.path.isdir(path):
+            return
+        parent = os.path.dirname(path.rstrip("/"))
+        if parent and parent != path:
+            self.makedirs(parent, mode)
+        os.mkdir(path, mode)
+        self.tick("mkdir " + path)
+        self.fsync_dir(parent or "/")
 
     def unlink(self, path: str) -> bool:
         try:
@@ -91,19 +98,40 @@ class FileOps:
         tmp = os.path.join(directory, TMP_PREFIX + os.path.basename(path) + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
         try:
-            os.write(fd, data.encode("utf-8"))
-            self.tick("write " + tmp)
             try:
-                os.fchmod(fd, mode)
-            except OSError:  # vfat has no modes
+                write_all(fd, data.encode("utf-8"), tmp)
+                self.tick("write " + tmp)
+                try:
+                    os.fchmod(fd, mode)
+                except OSError:  # vfat has no modes
+                    pass
+                os.fsync(fd)
+                self.tick("fsync " + tmp)
+            finally:
+                os.close(fd)
+        except OSError:
+            # A short or failed write (a full or read-only partition) never replaces the
+            # good file: the temporary one goes, the old one stays.
+            try:
+                os.unlink(tmp)
+            except OSError:
                 pass
-            os.fsync(fd)
-            self.tick("fsync " + tmp)
-        finally:
-            os.close(fd)
+            raise
         self.rename(tmp, path)
         self.fsync_dir(directory)
         # vfat (the boot partition) writes a renamed file's size and first cluster into its
         # new directory entry only when the file's inode is written back (30 s later): a
         # reset before that left empty files. fsync under the new name writes it now.
         self.fsync_path(path)
+
+
+def write_all(fd: int, data: bytes, name: str) -> None:
+    """Write every byte of ``data``: os.write may write fewer than asked (a signal, a nearly
+    full file system); a write that makes no progress raises instead of looping forever."""
+    view = memoryview(data)
+    while view:
+        written = seams.write(fd, view)
+        if not written or written < 0:
+            raise OSError(errno.EIO, "short write: %d of %d bytes written" % (len(data) - len(view), len(data)),
+                          name)
+        view = view[written:]

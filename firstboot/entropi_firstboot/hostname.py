@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import socket
-import subprocess
 from typing import Optional
 
 from . import log
@@ -24,9 +23,9 @@ def valid_hostname(name: str) -> bool:
 
 def _boot_partition_name(run: Run) -> Optional[str]:
     """The valid name in <boot_dir>/entropi/hostname, or None (a warning if it is invalid)."""
-    if run.boot_out is None:
+    if run.boot_entropi is None:  # not mounted: an old copy on the root file system is no answer
         return None
-    text = read_text(os.path.join(run.boot_out, "hostname"))
+    text = read_text(os.path.join(run.boot_entropi, "hostname"))
     if text is None:
         return None
     lines = text.strip().splitlines()
@@ -55,12 +54,9 @@ def apply_hostname(run: Run) -> None:
     _fix_hosts(run, wanted)
     if machine.is_live and socket.gethostname() != wanted:
         try:
-            socket.sethostname(wanted)
-        except OSError:
-            result = subprocess.run(["hostname", wanted], stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, universal_newlines=True)
-            if result.returncode != 0:
-                run.warn("could not set the running host name: %s" % result.stderr.strip())
+            socket.sethostname(wanted)  # the system call hostname(1) would make
+        except OSError as exc:
+            run.warn("could not set the running host name: %s" % exc)
     log("host name set to %s" % wanted)
 
 

@@ -1,9 +1,10 @@
-"""Unit tests of firstboot/entropi-firstboot against a fake /, /proc and /sys.
+"""Unit tests of the first-boot program against a fake /, /proc and /sys (helpers.Tree):
+the wait, the configuration, publication, the keys it makes, the unit and portability.
 
 The program's package (firstboot/entropi_firstboot/) runs in-process through main.main(), the
-call the launcher makes (seams.getrandom, seams.monotonic and seams.sleep are replaced), with
-the real ssh-keygen; a few tests run the launcher itself. Crash-safety tests that kill the
-program live in test_firstboot_crash.py.
+call the launcher makes (seams' functions replaced), with the real ssh-keygen; a few tests run
+the launcher itself. The guard's comparisons live in test_firstboot_guard.py, crash safety in
+test_firstboot_crash.py, the units in test_firstboot_units.py.
 """
 
 from __future__ import annotations
@@ -15,165 +16,45 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-import firstboot.entropi_firstboot.main  # noqa: F401  (loads every module of the package)
-from firstboot import entropi_firstboot
-
-PROGRAM = Path(__file__).resolve().parents[1] / "entropi-firstboot"  # the launcher
-PACKAGE = PROGRAM.parent / "entropi_firstboot"
-UNIT = PROGRAM.parent / "entropi-firstboot.service"
-SSH_KEYGEN = shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen"
-FAST_KEYS = [{"type": "ed25519"}, {"type": "ecdsa", "bits": 256}]
+from firstboot.tests.helpers import (
+    FAST_KEYS,
+    PACKAGE,
+    PROGRAM,
+    SSH_KEYGEN,
+    FakeClock,
+    assert_sound_pair,
+    committed,
+    evidence,
+    keygen,
+    run,
+)
 
 pytestmark = pytest.mark.skipif(not os.path.exists(SSH_KEYGEN), reason="ssh-keygen not installed")
-
-
-@pytest.fixture
-def fb():
-    """The program's package, every module loaded (fb.main, fb.seams, fb.config, ...): the
-    code the launcher runs, imported from firstboot/entropi_firstboot/."""
-    return entropi_firstboot
-
-
-class FakeClock:
-    """monotonic()/sleep() pair: sleeping advances time and runs hooks."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.hooks = []
-        self.sleeps = 0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps += 1
-        self.now += seconds
-        for hook in self.hooks:
-            hook(self)
-
-
-class Tree:
-    def __init__(self, base: Path) -> None:
-        self.root = base / "root"
-        self.proc = base / "proc"
-        self.sys = base / "sys"
-        for name in ("etc/ssh", "etc/entropi", "boot/firmware", "var"):
-            (self.root / name).mkdir(parents=True)
-        (self.root / "etc/hostname").write_text("raspberrypi\n")
-        (self.root / "etc/hosts").write_text("127.0.0.1\tlocalhost\n127.0.1.1\traspberrypi\n")
-        (self.root / "etc/issue").write_text("Debian GNU/Linux 12 \\n \\l\n\n")
-        random = self.proc / "sys/kernel/random"
-        random.mkdir(parents=True)
-        (self.proc / "sys/kernel/osrelease").write_text("6.6.51+rpt-rpi-v8\n")
-        (self.proc / "uptime").write_text("12.34 40.00\n")
-        (self.proc / "1").mkdir()
-        (self.proc / "1/comm").write_text("systemd\n")
-        self.set_pool(avail=256, poolsize=256)
-        self.set_hwrng("3f104000.rng")
-        self.config({"key_types": FAST_KEYS})
-
-    def set_pool(self, avail: int, poolsize: int) -> None:
-        (self.proc / "sys/kernel/random/entropy_avail").write_text(f"{avail}\n")
-        (self.proc / "sys/kernel/random/poolsize").write_text(f"{poolsize}\n")
-
-    def set_hwrng(self, name) -> None:
-        base = self.sys / "class/misc/hw_random"
-        if name is None:
-            shutil.rmtree(str(self.sys / "class"), ignore_errors=True)
-            return
-        base.mkdir(parents=True, exist_ok=True)
-        (base / "rng_available").write_text(name + " \n")
-        (base / "rng_current").write_text(name + "\n")
-
-    def start_rngd(self) -> None:
-        (self.proc / "345").mkdir()
-        (self.proc / "345/comm").write_text("rngd\n")
-
-    def config(self, data) -> None:
-        (self.root / "etc/entropi/firstboot.json").write_text(json.dumps(data))
-
-    def args(self):
-        return ["--root", str(self.root), "--proc", str(self.proc), "--sys", str(self.sys)]
-
-    @property
-    def out(self) -> Path:
-        return self.root / "boot/firmware/entropi"
-
-    def key(self, ktype: str) -> Path:
-        return self.root / "etc/ssh" / (f"ssh_host_{ktype}_key")
-
-
-@pytest.fixture
-def tree(tmp_path):
-    return Tree(tmp_path)
-
-
-@pytest.fixture
-def clock(fb, monkeypatch):
-    fake = FakeClock()
-    monkeypatch.setattr(fb.seams, "monotonic", fake.monotonic)
-    monkeypatch.setattr(fb.seams, "sleep", fake.sleep)
-    return fake
-
-
-def crng_ready_after(clock: FakeClock, at: float):
-    """A getrandom that raises EAGAIN until the fake clock reaches `at`."""
-
-    def getrandom(size, flags):
-        assert flags & os.GRND_NONBLOCK, "the crng must be probed without blocking"
-        if clock.now < at:
-            raise BlockingIOError(11, "Resource temporarily unavailable")
-        return b"\0" * size
-
-    return getrandom
-
-
-def run(fb, tree, capsys):
-    code = fb.main.main(tree.args())
-    out = capsys.readouterr().out
-    verdicts = [line for line in out.splitlines() if line.startswith("ENTROPI-FIRSTBOOT ")]
-    assert len(verdicts) == 1, "exactly one verdict line expected, got:\n" + out
-    verdict = json.loads(verdicts[0][len("ENTROPI-FIRSTBOOT "):])
-    return code, verdict, out
-
-
-def keygen(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([SSH_KEYGEN, *args], capture_output=True, text=True, stdin=subprocess.DEVNULL)
-
-
-def assert_sound_pair(private: Path) -> None:
-    public = Path(str(private) + ".pub")
-    assert private.exists() and public.exists(), f"missing half of {private}"
-    assert private.stat().st_size > 0 and public.stat().st_size > 0, f"empty key file {private}"
-    assert oct(private.stat().st_mode & 0o777) == "0o600", "private key mode"
-    assert oct(public.stat().st_mode & 0o777) == "0o644", "public key mode"
-    derived = keygen("-y", "-f", str(private))
-    assert derived.returncode == 0, derived.stderr
-    assert derived.stdout.split()[:2] == public.read_text().split()[:2], f"pair mismatch {private}"
-
-
-def evidence(tree: Tree) -> dict:
-    return json.loads((tree.root / "var/log/entropi/firstboot-evidence.json").read_text())
 
 
 # --- waiting for entropy ---------------------------------------------------------
 
 
-def test_new_kernel_waits_for_crng_then_makes_keys_after_it(fb, tree, clock, capsys, monkeypatch):
-    monkeypatch.setattr(fb.seams, "getrandom", crng_ready_after(clock, 1003.0))
+def test_new_kernel_waits_for_crng_with_a_blocking_call_then_makes_keys_after_it(fb, tree, clock, crng,
+                                                                                   capsys):
+    kernel = crng(1003.0)
 
     code, verdict, out = run(fb, tree, capsys)
 
     assert code == 0, out
-    assert verdict["status"] == "ok"
+    assert verdict["status"] == "ok" and verdict["action"] == "first-run"
     assert verdict["crng_ready_before_keys"] is True
-    assert 2.9 <= verdict["waited_seconds"] <= 3.5, verdict
+    assert verdict["waited_seconds"] == 3.0, verdict
+    assert kernel.blocking_calls == 1, "the wait is one blocking getrandom, not a poll"
+    assert clock.sleeps == 0, "no polling on a new kernel"
+    assert verdict["at_start"]["crng_ready"] is False and verdict["at_end"]["crng_ready"] is True
     ev = evidence(tree)
-    assert ev["at_start"]["crng_ready"] is False
+    assert ev["at_start"]["crng_ready"] is False and ev["at_end"]["crng_ready"] is True
+    assert ev["at_end"]["monotonic"] == 1003.0, "the kernel's view as the wait ended"
+    assert ev["wait"]["blocking_call"] == "returned" and ev["wait"]["timed_out"] is False
     assert ev["wait"]["legacy_pool"] is False
     assert ev["crng_ready_at"] >= 1003.0
     assert ev["crng_ready_at"] <= ev["first_keygen_started_at"] <= ev["first_key_written_at"]
@@ -182,11 +63,11 @@ def test_new_kernel_waits_for_crng_then_makes_keys_after_it(fb, tree, clock, cap
         assert_sound_pair(tree.key(ktype))
 
 
-def test_old_kernel_waits_until_entropy_avail_reaches_min_entropy(fb, tree, clock, capsys,
+def test_old_kernel_waits_until_entropy_avail_reaches_min_entropy(fb, tree, clock, crng, capsys,
                                                                   monkeypatch):
     tree.set_pool(avail=100, poolsize=4096)
     tree.config({"key_types": FAST_KEYS, "min_entropy": 2048})
-    monkeypatch.setattr(fb.seams, "getrandom", crng_ready_after(clock, 0))
+    crng(0)
 
     def rise(c: FakeClock) -> None:
         level = int((tree.proc / "sys/kernel/random/entropy_avail").read_text())
@@ -206,9 +87,9 @@ def test_old_kernel_waits_until_entropy_avail_reaches_min_entropy(fb, tree, cloc
     assert ev["at_start"]["entropy_avail"] == 100 and ev["at_start"]["poolsize"] == 4096
 
 
-def test_new_kernel_ignores_min_entropy_when_crng_is_ready(fb, tree, clock, capsys, monkeypatch):
+def test_new_kernel_ignores_min_entropy_when_crng_is_ready(fb, tree, clock, crng, capsys):
     tree.set_pool(avail=40, poolsize=256)
-    monkeypatch.setattr(fb.seams, "getrandom", crng_ready_after(clock, 0))
+    crng(0)
 
     code, verdict, _ = run(fb, tree, capsys)
 
@@ -217,10 +98,10 @@ def test_new_kernel_ignores_min_entropy_when_crng_is_ready(fb, tree, clock, caps
     assert clock.sleeps == 0
 
 
-def test_timeout_with_continue_makes_keys_and_warns_in_every_report(fb, tree, clock, capsys,
+def test_timeout_with_continue_makes_keys_and_warns_in_every_report(fb, tree, clock, crng, capsys,
                                                                     monkeypatch):
     tree.config({"key_types": FAST_KEYS, "wait_timeout": 30, "on_timeout": "continue"})
-    monkeypatch.setattr(fb.seams, "getrandom", crng_ready_after(clock, float("inf")))
+    crng(float("inf"))
 
     code, verdict, out = run(fb, tree, capsys)
 
@@ -239,12 +120,14 @@ def test_timeout_with_continue_makes_keys_and_warns_in_every_report(fb, tree, cl
     assert fingerprints.startswith("# WARNING: SSH host keys were made after the entropy wait")
     issue = (tree.root / "etc/issue").read_text()
     assert "WARNING: SSH host keys were made after the entropy wait timed out" in issue
-    assert (tree.root / "var/lib/entropi/firstboot.done").exists()
+    record = committed(tree)
+    assert record["provisional"] is True and record["provisional_reason"] == "crng not ready"
+    assert verdict["provisional"] is True and verdict["action"] == "first-run"
 
 
-def test_timeout_with_fail_makes_no_keys_and_exits_nonzero(fb, tree, clock, capsys, monkeypatch):
+def test_timeout_with_fail_makes_no_keys_and_exits_nonzero(fb, tree, clock, crng, capsys, monkeypatch):
     tree.config({"key_types": FAST_KEYS, "wait_timeout": 5, "on_timeout": "fail"})
-    monkeypatch.setattr(fb.seams, "getrandom", crng_ready_after(clock, float("inf")))
+    crng(float("inf"))
     (tree.root / "etc/ssh/ssh_host_ed25519_key").write_text("baked into the image")
 
     code, verdict, out = run(fb, tree, capsys)
@@ -255,18 +138,18 @@ def test_timeout_with_fail_makes_no_keys_and_exits_nonzero(fb, tree, clock, caps
     assert verdict["fingerprints"] == []
     assert "ENTROPI-FINGERPRINT" not in out
     assert sorted(os.listdir(str(tree.root / "etc/ssh"))) == [], "no host key may exist"
-    assert not (tree.root / "var/lib/entropi/firstboot.done").exists()
+    assert not tree.committed.exists()
     assert evidence(tree)["status"] == "failed"
     assert "FAILED: entropy wait timed out" in (tree.out / "ssh_host_fingerprints.txt").read_text()
     assert "sshd is kept down" in (tree.root / "etc/issue").read_text()
 
 
-def test_failed_run_is_retried_at_next_boot_and_then_succeeds(fb, tree, clock, capsys,
+def test_failed_run_is_retried_at_next_boot_and_then_succeeds(fb, tree, clock, crng, capsys,
                                                              monkeypatch):
     tree.config({"key_types": FAST_KEYS, "wait_timeout": 5, "on_timeout": "fail"})
-    monkeypatch.setattr(fb.seams, "getrandom", crng_ready_after(clock, float("inf")))
+    crng(float("inf"))
     assert run(fb, tree, capsys)[0] == 1
-    monkeypatch.setattr(fb.seams, "getrandom", crng_ready_after(clock, 0))
+    crng(0)
 
     code, verdict, _ = run(fb, tree, capsys)
 
@@ -274,9 +157,9 @@ def test_failed_run_is_retried_at_next_boot_and_then_succeeds(fb, tree, clock, c
     assert "FAILED" not in (tree.root / "etc/issue").read_text()
 
 
-def test_no_hwrng_is_recorded_and_keys_are_still_made(fb, tree, clock, capsys, monkeypatch):
+def test_no_hwrng_is_recorded_and_keys_are_still_made(fb, tree, clock, crng, capsys, monkeypatch):
     tree.set_hwrng(None)
-    monkeypatch.setattr(fb.seams, "getrandom", crng_ready_after(clock, 0))
+    crng(0)
 
     code, verdict, _ = run(fb, tree, capsys)
 
@@ -287,10 +170,10 @@ def test_no_hwrng_is_recorded_and_keys_are_still_made(fb, tree, clock, capsys, m
     assert ev["at_start"]["rngd_running"] is False
 
 
-def test_evidence_records_hwrng_rngd_uptime_and_per_key_timings(fb, tree, clock, capsys,
+def test_evidence_records_hwrng_rngd_uptime_and_per_key_timings(fb, tree, clock, crng, capsys,
                                                                 monkeypatch):
     tree.start_rngd()
-    monkeypatch.setattr(fb.seams, "getrandom", crng_ready_after(clock, 0))
+    crng(0)
 
     run(fb, tree, capsys)
 
@@ -343,14 +226,14 @@ def test_bad_config_is_refused_with_a_message_and_no_keys(fb, tree, capsys, data
     assert os.listdir(str(tree.root / "etc/ssh")) == []
     assert "FAILED: configuration error" in (tree.root / "etc/issue").read_text()
     assert evidence(tree)["error"] == verdict["error"]
-    assert not (tree.root / "var/lib/entropi/firstboot.done").exists()
+    assert not tree.committed.exists()
 
 
 # --- publication -----------------------------------------------------------------
 
 
-def test_published_fingerprints_equal_ssh_keygen_of_the_keys(fb, tree, clock, capsys, monkeypatch):
-    monkeypatch.setattr(fb.seams, "getrandom", crng_ready_after(clock, 0))
+def test_published_fingerprints_equal_ssh_keygen_of_the_keys(fb, tree, clock, crng, capsys, monkeypatch):
+    crng(0)
 
     code, verdict, out = run(fb, tree, capsys)
 
@@ -368,9 +251,9 @@ def test_published_fingerprints_equal_ssh_keygen_of_the_keys(fb, tree, clock, ca
     assert verdict["evidence"] == str(tree.root / "var/log/entropi/firstboot-evidence.json")
 
 
-def test_known_hosts_is_accepted_by_ssh_keygen_for_the_hostname(fb, tree, clock, capsys,
+def test_known_hosts_is_accepted_by_ssh_keygen_for_the_hostname(fb, tree, clock, crng, capsys,
                                                                 monkeypatch):
-    monkeypatch.setattr(fb.seams, "getrandom", crng_ready_after(clock, 0))
+    crng(0)
     run(fb, tree, capsys)
     known_hosts = tree.out / "known_hosts"
 
@@ -384,9 +267,9 @@ def test_known_hosts_is_accepted_by_ssh_keygen_for_the_hostname(fb, tree, clock,
     assert keygen("-F", "otherhost", "-f", str(known_hosts)).returncode != 0
 
 
-def test_issue_block_is_replaced_not_duplicated_on_a_second_run(fb, tree, clock, capsys,
+def test_issue_block_is_replaced_not_duplicated_on_a_second_run(fb, tree, clock, crng, capsys,
                                                                 monkeypatch):
-    monkeypatch.setattr(fb.seams, "getrandom", crng_ready_after(clock, 0))
+    crng(0)
     run(fb, tree, capsys)
     run(fb, tree, capsys)
 
@@ -396,16 +279,16 @@ def test_issue_block_is_replaced_not_duplicated_on_a_second_run(fb, tree, clock,
     assert issue.count("Debian GNU/Linux 12") == 1
 
 
-def run_with_boot_hostname(fb, tree, clock, capsys, monkeypatch, text):
+def run_with_boot_hostname(fb, tree, clock, crng, capsys, monkeypatch, text):
     """One first boot with ``text`` in the boot partition's entropi/hostname."""
     tree.out.mkdir(parents=True)
     (tree.out / "hostname").write_text(text)
-    monkeypatch.setattr(fb.seams, "getrandom", crng_ready_after(clock, 0))
+    crng(0)
     return run(fb, tree, capsys)
 
 
-def test_hostname_from_boot_partition_is_applied_before_keys(fb, tree, clock, capsys, monkeypatch):
-    code, verdict, _ = run_with_boot_hostname(fb, tree, clock, capsys, monkeypatch, "pi-card-07\n")
+def test_hostname_from_boot_partition_is_applied_before_keys(fb, tree, clock, crng, capsys, monkeypatch):
+    code, verdict, _ = run_with_boot_hostname(fb, tree, clock, crng, capsys, monkeypatch, "pi-card-07\n")
 
     assert code == 0 and verdict["hostname"] == "pi-card-07"
     assert (tree.root / "etc/hostname").read_text() == "pi-card-07\n"
@@ -417,8 +300,8 @@ def test_hostname_from_boot_partition_is_applied_before_keys(fb, tree, clock, ca
     assert evidence(tree)["hostname_source"] == "boot-partition"
 
 
-def test_invalid_boot_hostname_is_ignored_with_a_warning(fb, tree, clock, capsys, monkeypatch):
-    code, verdict, _ = run_with_boot_hostname(fb, tree, clock, capsys, monkeypatch, "bad_name!\n")
+def test_invalid_boot_hostname_is_ignored_with_a_warning(fb, tree, clock, crng, capsys, monkeypatch):
+    code, verdict, _ = run_with_boot_hostname(fb, tree, clock, crng, capsys, monkeypatch, "bad_name!\n")
 
     assert code == 0 and verdict["hostname"] == "raspberrypi"
     assert any("not a valid RFC 1123 host name" in w for w in verdict["warnings"])
@@ -434,163 +317,50 @@ def test_hostname_validation_follows_rfc_1123(fb, name, ok):
     assert fb.hostname.valid_hostname(name) is ok
 
 
-def test_missing_boot_partition_still_makes_keys_and_warns(fb, tree, clock, capsys, monkeypatch):
+def test_missing_boot_partition_still_makes_keys_and_warns(fb, tree, clock, crng, capsys, monkeypatch):
     shutil.rmtree(str(tree.root / "boot"))
-    monkeypatch.setattr(fb.seams, "getrandom", crng_ready_after(clock, 0))
+    crng(0)
 
     code, verdict, _ = run(fb, tree, capsys)
 
     assert code == 0 and verdict["status"] == "ok"
-    assert any("boot partition /boot/firmware not found" in w for w in verdict["warnings"])
+    assert any("boot partition /boot/firmware does not exist" in w for w in verdict["warnings"])
     assert not (tree.root / "boot").exists(), "must not create the boot dir on the root fs"
+    assert verdict["published"] == {"boot_partition": False, "issue": True}
 
 
-def test_marker_is_written_at_the_end_of_a_successful_run(fb, tree, clock, capsys, monkeypatch):
-    monkeypatch.setattr(fb.seams, "getrandom", crng_ready_after(clock, 0))
-    assert not (tree.root / "var/lib/entropi/firstboot.done").exists()
+def test_boot_hostname_is_not_read_from_an_unmounted_boot_partition(fb, tree, clock, crng, capsys, monkeypatch):
+    tree.set_boot("unmounted")  # what is left in the directory is the root file system's, not the card's
 
-    run(fb, tree, capsys)
+    code, verdict, _ = run_with_boot_hostname(fb, tree, clock, crng, capsys, monkeypatch, "pi-card-07\n")
 
-    assert (tree.root / "var/lib/entropi/firstboot.done").read_text() == "done\n"
-
-
-# --- keys found at start ---------------------------------------------------------
+    assert code == 0 and verdict["hostname"] == "raspberrypi"
+    assert any("/boot/firmware is not mounted" in w for w in verdict["warnings"])
 
 
-def make_pair(path: Path, ktype: str = "ed25519") -> None:
-    result = keygen("-q", "-N", "", "-t", ktype, "-f", str(path))
-    assert result.returncode == 0, result.stderr
-
-
-def resume(tree: Tree) -> None:
-    """Pretend an earlier run started (so keys found are checked, not wiped)."""
-    (tree.root / "var/lib/entropi").mkdir(parents=True, exist_ok=True)
-    (tree.root / "var/lib/entropi/firstboot.started").write_text("x\n")
-
-
-def test_keys_present_before_the_first_run_are_never_trusted(fb, tree, clock, capsys, monkeypatch):
-    make_pair(tree.key("ed25519"))
-    baked = tree.key("ed25519").with_suffix(".pub").read_text().split()[1]
-    (tree.root / "etc/ssh/ssh_host_dsa_key").write_text("old")
-    monkeypatch.setattr(fb.seams, "getrandom", crng_ready_after(clock, 0))
-
-    code, _, _ = run(fb, tree, capsys)
-
-    assert code == 0
-    assert tree.key("ed25519").with_suffix(".pub").read_text().split()[1] != baked
-    assert not (tree.root / "etc/ssh/ssh_host_dsa_key").exists()
-    reasons = {r["path"]: r["reason"] for r in evidence(tree)["removed"]}
-    assert reasons[str(tree.key("ed25519"))] == "present before the first run"
-
-
-def test_zero_length_keys_left_by_other_tools_are_replaced(fb, tree, clock, capsys, monkeypatch):
-    resume(tree)
-    for ktype in ("ed25519", "ecdsa"):
-        tree.key(ktype).write_bytes(b"")
-        tree.key(ktype).with_suffix(".pub").write_bytes(b"")
-    monkeypatch.setattr(fb.seams, "getrandom", crng_ready_after(clock, 0))
+def test_the_committed_set_is_written_durably_at_the_end_of_a_successful_run(fb, tree, clock, crng, capsys):
+    crng(0)
+    assert not tree.committed.exists()
 
     code, verdict, _ = run(fb, tree, capsys)
 
-    assert code == 0
-    for ktype in ("ed25519", "ecdsa"):
-        assert_sound_pair(tree.key(ktype))
-    assert any("private key is empty" in w for w in verdict["warnings"])
+    record = committed(tree)
+    assert code == 0 and record["version"] == 1 and record["keys_source"] == "made-here"
+    assert record["provisional"] is False and record["made"]["crng_ready_before_keys"] is True
+    assert [k["fingerprint"] for k in record["keys"]] == verdict["fingerprints"]
+    for key in record["keys"]:
+        pub = (tree.root / key["file"].lstrip("/")).with_suffix(".pub").read_text().split()
+        assert key["public"] == " ".join(pub[:2])
+        assert key["sha256"] == keygen("-lf", str(tree.root / key["file"].lstrip("/"))).stdout.split()[1]
+    assert oct(tree.committed.stat().st_mode & 0o777) == "0o644"
 
 
-def test_truncated_private_key_is_replaced(fb, tree, clock, capsys, monkeypatch):
-    resume(tree)
-    make_pair(tree.key("ed25519"))
-    old_pub = tree.key("ed25519").with_suffix(".pub").read_text()
-    data = tree.key("ed25519").read_bytes()
-    tree.key("ed25519").write_bytes(data[: len(data) // 2])
-    monkeypatch.setattr(fb.seams, "getrandom", crng_ready_after(clock, 0))
-
-    code, verdict, _ = run(fb, tree, capsys)
-
-    assert code == 0
-    assert_sound_pair(tree.key("ed25519"))
-    assert tree.key("ed25519").with_suffix(".pub").read_text() != old_pub
-    assert any("private key unreadable" in w for w in verdict["warnings"])
+# --- the keys made ------------------------------------------------------------------
 
 
-def test_mismatched_pair_is_replaced(fb, tree, clock, capsys, monkeypatch, tmp_path):
-    resume(tree)
-    make_pair(tree.key("ed25519"))
-    make_pair(tmp_path / "other")
-    shutil.copy(str(tmp_path / "other.pub"), str(tree.key("ed25519")) + ".pub")
-    monkeypatch.setattr(fb.seams, "getrandom", crng_ready_after(clock, 0))
-
-    code, verdict, _ = run(fb, tree, capsys)
-
-    assert code == 0
-    assert_sound_pair(tree.key("ed25519"))
-    assert any("public key does not match the private key" in w for w in verdict["warnings"])
-
-
-def test_private_key_without_public_key_and_orphan_public_key_are_replaced(fb, tree, clock, capsys,
-                                                                           monkeypatch):
-    resume(tree)
-    make_pair(tree.key("ed25519"))
-    tree.key("ed25519").with_suffix(".pub").unlink()
-    make_pair(tree.key("ecdsa"), "ecdsa")
-    tree.key("ecdsa").unlink()
-    monkeypatch.setattr(fb.seams, "getrandom", crng_ready_after(clock, 0))
-
-    code, _, _ = run(fb, tree, capsys)
-
-    assert code == 0
-    for ktype in ("ed25519", "ecdsa"):
-        assert_sound_pair(tree.key(ktype))
-    reasons = [r["reason"] for r in evidence(tree)["removed"]]
-    assert "public key is missing" in reasons and "public key without private key" in reasons
-
-
-def test_sound_pair_from_an_interrupted_run_is_kept(fb, tree, clock, capsys, monkeypatch):
-    resume(tree)
-    make_pair(tree.key("ed25519"))
-    before = tree.key("ed25519").read_bytes()
-    monkeypatch.setattr(fb.seams, "getrandom", crng_ready_after(clock, 0))
-
-    code, verdict, _ = run(fb, tree, capsys)
-
-    assert code == 0 and verdict["crng_ready_before_keys"] is True
-    assert tree.key("ed25519").read_bytes() == before
-    actions = {k["type"]: k["action"] for k in evidence(tree)["keys"]}
-    assert actions == {"ed25519": "kept", "ecdsa": "generated"}
-
-
-def test_key_of_wrong_size_for_the_config_is_replaced(fb, tree, clock, capsys, monkeypatch):
-    resume(tree)
-    make_pair(tree.key("ecdsa"), "ecdsa")  # 256 bits
-    tree.config({"key_types": [{"type": "ecdsa", "bits": 384}]})
-    monkeypatch.setattr(fb.seams, "getrandom", crng_ready_after(clock, 0))
-
-    code, verdict, _ = run(fb, tree, capsys)
-
-    assert code == 0
-    assert tree.key("ecdsa").with_suffix(".pub").read_text().startswith("ecdsa-sha2-nistp384 ")
-    assert any("configured ecdsa-sha2-nistp384" in w for w in verdict["warnings"])
-
-
-def test_keys_made_after_a_timeout_are_replaced_by_a_later_run_that_completes(
-        fb, tree, clock, capsys, monkeypatch):
-    tree.config({"key_types": FAST_KEYS, "wait_timeout": 1})
-    monkeypatch.setattr(fb.seams, "getrandom", crng_ready_after(clock, float("inf")))
-    assert run(fb, tree, capsys)[1]["status"] == "timeout-continue"
-    weak = tree.key("ed25519").read_bytes()
-    monkeypatch.setattr(fb.seams, "getrandom", crng_ready_after(clock, 0))
-
-    code, verdict, _ = run(fb, tree, capsys)  # e.g. run again by hand
-
-    assert code == 0 and verdict["status"] == "ok" and verdict["crng_ready_before_keys"] is True
-    assert tree.key("ed25519").read_bytes() != weak
-    assert not (tree.root / "var/lib/entropi/firstboot.keys-made-after-timeout").exists()
-
-
-def test_default_config_makes_ed25519_ecdsa521_rsa4096(fb, tree, clock, capsys, monkeypatch):
+def test_default_config_makes_ed25519_ecdsa521_rsa4096(fb, tree, clock, crng, capsys, monkeypatch):
     (tree.root / "etc/entropi/firstboot.json").unlink()
-    monkeypatch.setattr(fb.seams, "getrandom", crng_ready_after(clock, 0))
+    crng(0)
 
     code, verdict, _ = run(fb, tree, capsys)
 
@@ -608,40 +378,6 @@ def test_default_config_makes_ed25519_ecdsa521_rsa4096(fb, tree, clock, capsys, 
 # --- the unit and portability ------------------------------------------------------
 
 
-def unit_settings():
-    settings = {}
-    section = None
-    for line in UNIT.read_text().splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("["):
-            section = line.strip("[]")
-            continue
-        key, _, value = line.partition("=")
-        settings.setdefault((section, key), []).extend(value.split())
-    return settings
-
-
-def test_unit_runs_once_before_sshd_after_rngd_and_keeps_sshd_down_on_failure():
-    s = unit_settings()
-    assert s[("Unit", "ConditionPathExists")] == ["!/var/lib/entropi/firstboot.done"]
-    assert s[("Unit", "DefaultDependencies")] == ["no"]
-    for before in ("ssh.service", "sshd.service"):
-        assert before in s[("Unit", "Before")]
-    for after in ("local-fs.target", "rngd.service", "rng-tools.service",
-                  "rng-tools-debian.service", "systemd-random-seed.service",
-                  "regenerate_ssh_host_keys.service", "sshd-keygen.service"):
-        assert after in s[("Unit", "After")]
-    assert "sysinit.target" not in s[("Unit", "Before")], "would be an ordering cycle with rngd"
-    assert s[("Service", "Type")] == ["oneshot"]
-    assert s[("Service", "RemainAfterExit")] == ["yes"]
-    assert s[("Service", "ExecStart")] == ["/usr/lib/entropi/entropi-firstboot"]
-    assert s[("Service", "StandardOutput")] == ["journal+console"]
-    assert s[("Install", "RequiredBy")] == ["ssh.service"]
-    assert s[("Install", "WantedBy")] == ["multi-user.target"]
-
-
 def program_sources():
     """The launcher and every module of its package: the program as the build installs it."""
     return [PROGRAM, *sorted(PACKAGE.glob("*.py"))]
@@ -655,7 +391,7 @@ def test_program_source_parses_as_python_3_7():
         for newer in ("removeprefix", "removesuffix", "cached_property", "shlex.join",
                       "Literal", "TypedDict", "Protocol", "math.prod"):
             assert newer not in source, f"{path.name}: {newer} is not available on python3.7"
-    assert PROGRAM.read_text().startswith("#!/usr/bin/python3\n")
+    assert PROGRAM.read_text().startswith("#!/usr/bin/python3 -IS\n"), "isolated, no site: it starts faster"
     assert os.access(str(PROGRAM), os.X_OK), "the program must be executable"
 
 
@@ -712,15 +448,13 @@ def test_program_passes_ruff():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_ssh_keygen_failure_fails_the_run_with_its_message(fb, tree, clock, capsys, monkeypatch,
+def test_ssh_keygen_failure_fails_the_run_with_its_message(fb, tree, clock, crng, capsys, monkeypatch,
                                                            tmp_path):
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    fake = bin_dir / "ssh-keygen"
+    fake = tmp_path / "ssh-keygen"
     fake.write_text("#!/bin/sh\necho 'boom: no randomness' >&2\nexit 1\n")
     fake.chmod(0o755)
-    monkeypatch.setenv("PATH", str(bin_dir))
-    monkeypatch.setattr(fb.seams, "getrandom", crng_ready_after(clock, 0))
+    monkeypatch.setattr(fb.keys, "SSH_KEYGEN", str(fake))
+    crng(0)
 
     code, verdict, _ = run(fb, tree, capsys)
 
@@ -728,5 +462,24 @@ def test_ssh_keygen_failure_fails_the_run_with_its_message(fb, tree, clock, caps
     assert verdict["status"] == "failed"
     assert re.search(r"ssh-keygen .*-t ed25519.* failed \(exit 1\): boom: no randomness", verdict["error"])
     assert not tree.key("ed25519").exists()
-    assert not (tree.root / "var/lib/entropi/firstboot.done").exists()
+    assert not tree.committed.exists()
+    assert verdict["fingerprints"] == [], "sshd stays down: no set is in force"
     assert "FAILED: ssh-keygen" in (tree.root / "etc/issue").read_text()
+
+
+def test_programs_are_run_by_absolute_path_never_through_path(fb, tree, clock, crng, capsys, monkeypatch,
+                                                              tmp_path):
+    """A PATH holding a hostile ssh-keygen changes nothing: the program runs /usr/bin/ssh-keygen."""
+    trap = tmp_path / "bin"
+    trap.mkdir()
+    (trap / "ssh-keygen").write_text("#!/bin/sh\nexit 42\n")
+    (trap / "ssh-keygen").chmod(0o755)
+    monkeypatch.setenv("PATH", str(trap))
+    crng(0)
+
+    code, verdict, _ = run(fb, tree, capsys)
+
+    assert code == 0 and verdict["status"] == "ok"
+    assert fb.keys.SSH_KEYGEN == "/usr/bin/ssh-keygen"
+    sources = "".join(path.read_text() for path in program_sources())
+    assert "hostname\"," not in sources and '["ssh-keygen"' not in sources

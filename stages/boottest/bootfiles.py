@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stages.core.errors import UserError
+from stages.core.processes import run
 from stages.image.disk import Partition, fat_copy_out, fat_list, fat_read, read_mbr
 
 DTBS = {
@@ -99,3 +100,18 @@ def extract_boot_files(image: Path, arch: str, work: Path) -> BootFiles:
         initrd = work / "initrd"
         fat_copy_out(image, boot, initrd_name, initrd)
     return BootFiles(kernel, initrd, dtb, qemu_cmdline(cmdline, arch), boot)
+
+
+def card_cmdline(disk: Path, boot: Partition, arch: str) -> str:
+    """cmdline.txt as the card holds it now, adapted for QEMU, as the firmware reads it at every
+    power-on. A first boot may rewrite it (Raspberry Pi OS trixie's initramfs resize gives the
+    disk a new identifier and puts the new root=PARTUUID= there)."""
+    fat = disk.with_name(disk.name + ".bootfs")
+    try:
+        run(["qemu-img", "dd", "-f", "qcow2", "-O", "raw", "bs=512", f"skip={boot.start // 512}",
+             f"count={boot.size // 512}", f"if={disk}", f"of={fat}"],
+            hint="qemu-img (qemu-utils) reads the card's boot partition; run ./ci/setup")
+        text = fat_read(fat, Partition(boot.number, boot.type_id, 0, boot.size), "cmdline.txt")
+    finally:
+        fat.unlink(missing_ok=True)
+    return qemu_cmdline(text.decode(errors="replace").strip(), arch)

@@ -1,80 +1,75 @@
-"""The boot test's cards: boot the built image under QEMU and collect what each boot shows.
+"""The boot test's cards: boot the image under QEMU and collect what each boot shows.
 
-Cards are qcow2 overlays over the output (which stays byte-identical). Card A boots twice
-(first boot, then a second boot), card B once (two cards, different keys), card C is
-reset while the first-boot unit makes keys and then booted again. The guest's verdicts
-are machine-readable: the first-boot unit's `ENTROPI-FIRSTBOOT {json}` console line and
-the probe's JSON (`systemd.wants=entropi-probe.service` on QEMU's command line).
+Cards are qcow2 overlays of one prepared overlay (prepare.py: the probe and a known password
+written, the image's facts read) over the image, which stays byte-identical; each card is
+strictly larger than the image, so a first-boot grow has room. Card B is the examined first
+boot; card A loses power within a second of the first-boot unit's last line and boots again;
+before its third boot one host key is replaced and one added behind the guard's back;
+card C loses power inside ssh-keygen, then after the keys' renames (before the run is
+committed), then boots a third time.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import subprocess
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from stages.boottest.bootfiles import BootFiles, extract_boot_files
-from stages.boottest.checks import Check, evaluate, growth_check
+from stages.boottest.bootfiles import BootFiles, card_cmdline
 from stages.boottest.evidence import Boot, keyscan, known_hosts_keys
-from stages.boottest.machine import Machine, card_dir, make_overlay
+from stages.boottest.login import login_and_password
+from stages.boottest.machine import Machine, run_qemu_img
+from stages.boottest.prepare import Facts
+from stages.boottest.tamper import tamper
 from stages.core import progress
-from stages.core.files import remove_tree, sha256_file
 
 PROBE_ARGS = "systemd.wants=entropi-probe.service"  # a start job for the probe; the image is unchanged
-SSH_OPTS = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR"]
+UNIT_DONE = r"ENTROPI-FIRSTBOOT \{"  # the first-boot program's last line, after its last write
+COMMIT_WINDOW = r"host keys in place; publishing, then committing"  # after every key's rename, before the commit
 RETRIES = 1  # a card whose boot hit a named emulator fault (faults.EMULATOR_FAULTS) is started over this often
+Plan = list[tuple[str, "str | None"]]
 
 
-class BootTest:
-    def __init__(self, image: Path, arch: str, *, key: Path | None, user: str, out_dir: Path,
-                 timeout: int = 600, base_keys: list[str] | None = None, reset_at_key: str = "rsa",
-                 growroot: bool = False, key_count: int = 0) -> None:
-        self.key_count = key_count  # host key types the image makes (rescan until sshd serves them all)
-        self.reset_at_key = reset_at_key  # the key type being made when card C loses power
-        self.growroot = growroot  # the build added entropi-growroot: check the root fills the card
-        self.image, self.arch, self.key, self.user = image, arch, key, user
-        self.out_dir, self.timeout = out_dir, timeout
-        self.base_keys = base_keys or []
-        self.name = image.name.removesuffix(".img")
-        self.work = out_dir / f".boot-{self.name}"
+def plans(key_type: str) -> dict[str, Plan]:
+    return {"B": [("B", None)], "A": [("A1", UNIT_DONE), ("A2", None), ("A3", None)],
+            "C": [("C1", rf"making the {key_type} host key"), ("C2", COMMIT_WINDOW), ("C3", None)]}
 
-    # -- one boot ---------------------------------------------------------------------
+
+class Cards:
+    """Boots cards of one prepared disk and gathers what each boot shows."""
+
+    def __init__(self, files: BootFiles, arch: str, facts: Facts, *, key: Path | None, out_dir: Path, name: str,
+                 work: Path, timeout: int, key_count: int) -> None:
+        self.files, self.arch, self.facts, self.key = files, arch, facts, key
+        self.out_dir, self.name, self.work, self.timeout, self.key_count = out_dir, name, work, timeout, key_count
+
     def log_path(self, label: str) -> Path:
-        return self.out_dir / (f"{self.name}.boot.log" if label == "A1" else f"{self.name}.boot-{label}.log")
+        return self.out_dir / (f"{self.name}.boot.log" if label == "B" else f"{self.name}.boot-{label}.log")
 
-    def boot(self, files: BootFiles, disk: Path, label: str, *, kill_at: str | None = None) -> Boot:
-        log = self.log_path(label)
+    def boot(self, disk: Path, label: str, *, cut_at: str | None = None, again: bool = False) -> Boot:
         result = Boot(label)
-        with Machine(files, disk, self.arch, log) as vm, progress.step(f"boot {label}"):
-            if kill_at:
-                if not vm.wait_for(kill_at, self.timeout):
-                    result.error = f"never saw {kill_at!r} on the console"
-                result.log = vm.text()
-                result.failure = vm.failure()
-                return result
-            self._until_ssh(vm, result)
-            if result.keys:
-                self._login_and_probe(vm, result)
-                published = known_hosts_keys((result.probe or {}).get("known_hosts"))
-                for _ in range(3):  # an emulated sshd can be slow to answer every key type at once
-                    if len(result.keys) >= max(len(published), self.key_count):
-                        break
-                    result.keys = sorted(set(result.keys) | set(keyscan(vm.port, timeout=30)))
-            m = re.search(r"ENTROPI-FIRSTBOOT (\{.*\})", vm.text())
-            if m:
-                try:
-                    result.firstboot = json.loads(m.group(1))
-                except ValueError:
-                    result.firstboot = {"unparsable": m.group(1)[:200]}
+        files = self.files
+        if again:  # the firmware reads cmdline.txt at every power-on; a first boot may have changed it
+            files = replace(files, cmdline=f"{card_cmdline(disk, files.boot_part, self.arch)} {PROBE_ARGS}")
+        with Machine(files, disk, self.arch, self.log_path(label)) as vm, progress.step(f"boot {label}"):
+            if cut_at:
+                m = vm.wait_for(cut_at, self.timeout, poll=0.05)
+                if m:
+                    vm.kill()  # the power cut
+                    result.cut_after = round(time.monotonic() - vm.unseen_at, 3)
+                    result.cut_line = m.group(0)
+                else:
+                    result.error = f"never saw {cut_at!r} on the console"
+            else:
+                self._until_ssh(vm, result)
+                if result.keys:
+                    self._examine(vm, result)
             result.fingerprints = re.findall(r"ENTROPI-FINGERPRINT \d+ (SHA256:\S+)", vm.text())
             vm.poll_milestones()
-            result.milestones = dict(vm.milestones)
-            result.log = vm.text()
-            result.failure = vm.failure()
+            result.milestones, result.log, result.failure = dict(vm.milestones), vm.text(), vm.failure()
         return result
 
     def _until_ssh(self, vm: Machine, result: Boot) -> None:
@@ -83,60 +78,39 @@ class BootTest:
             vm.poll_milestones()
             keys = keyscan(vm.port)
             if keys:
-                result.keys = keys
-                result.ssh_seconds = round(vm.elapsed(), 1)
+                result.keys, result.ssh_seconds = keys, round(vm.elapsed(), 1)
                 return
             time.sleep(3)
         failure = vm.failure()
         result.error = "sshd never answered" + (f" (boot failed: {failure})" if failure else
                                                 "" if vm.alive() else f" (QEMU exited: {vm.qemu_stderr()})")
 
-    def _ssh(self, vm: Machine, known_hosts: Path | None, *cmd: str) -> subprocess.CompletedProcess[str]:
-        checking = ["-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={known_hosts}"] if known_hosts \
-            else ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
-        argv = ["ssh", *SSH_OPTS, *checking, "-o", "IdentitiesOnly=yes", "-i", str(self.key), "-p", str(vm.port),
-                f"{self.user}@127.0.0.1", *cmd]
-        return subprocess.run(argv, capture_output=True, text=True, timeout=60)
-
-    def _login_and_probe(self, vm: Machine, result: Boot) -> None:
-        # The probe's report arrives on the console and in /run (read over SSH below).
-        deadline = time.monotonic() + self.timeout
-        probe_line = None
-        while time.monotonic() < deadline and vm.alive() and probe_line is None and not vm.failure():
-            probe_line = re.search(r"ENTROPI-PROBE (\{.*\})", vm.text())
-            if probe_line is None:
-                time.sleep(3)
-        published = None
-        if probe_line:
+    def _examine(self, vm: Machine, result: Boot) -> None:
+        """The probe's report from the console; then the login and password attempt; all key types."""
+        m = vm.wait_for(r"ENTROPI-PROBE (\{.*\})\r?\n|(Failed to start .*entropi-probe|Traceback \(most recent)",
+                        self.timeout, poll=2)
+        if m and m.group(2):
+            result.error = f"the boot test's probe failed on the card: {m.group(2)} (see the console log)"
+        elif m:
             try:
-                probe: dict[str, Any] = json.loads(probe_line.group(1))
-                result.probe = probe
-                published = probe.get("known_hosts")
+                result.probe = json.loads(m.group(1))
             except ValueError:
-                result.probe = None
-        if self.key is None:
-            return
-        trust = self.work / f"known_hosts-{result.name}"
-        # The user's trust path: the known_hosts file published on the card's boot partition.
-        lines = [f"[127.0.0.1]:{vm.port} {k}" for k in known_hosts_keys(published)]
-        trust.write_text("\n".join(lines) + "\n")
-        res = self._ssh(vm, trust if lines else None, "cat", "/run/entropi-probe.json")
-        result.login_ok = res.returncode == 0 and bool(lines)
-        result.login_error = res.stderr.strip()[-300:]
-        if res.returncode == 0 and result.probe is None:
-            try:
-                result.probe = json.loads(res.stdout)
-            except ValueError:
-                pass
-        pw = subprocess.run(["ssh", "-v", *SSH_OPTS, "-o", "StrictHostKeyChecking=no", "-o",
-                             "UserKnownHostsFile=/dev/null", "-o", "PubkeyAuthentication=no", "-p", str(vm.port),
-                             f"{self.user}@127.0.0.1", "true"], capture_output=True, text=True, timeout=60)
-        methods = re.findall(r"Authentications that can continue: (\S+)", pw.stderr)
-        result.password_offered = any("password" in m or "keyboard-interactive" in m for m in methods)
+                result.error = "the probe's report is not JSON"
+        published = (result.probe or {}).get("known_hosts")
+        if self.key is not None and published:
+            trust = self.work / f"known_hosts-{result.name}"
+            trust.write_text(published)  # as the card published it, unchanged
+            login_and_password(vm.port, trust, self.key, self.facts, result)
+            if result.login_ok:
+                result.milestones["login"] = round(vm.elapsed(), 1)
+        want = max(len(known_hosts_keys(published)), self.key_count)
+        for _ in range(3):  # an emulated sshd can be slow to answer every key type at once
+            if len(result.keys) >= want:
+                break
+            result.keys = sorted(set(result.keys) | set(keyscan(vm.port, timeout=30)))
 
-    # -- the whole test ---------------------------------------------------------------
-    def card(self, files: BootFiles, card: str, plan: list[tuple[str, str | None]],
-             retries: list[dict[str, str]], cards: Path | None = None) -> dict[str, Boot]:
+    def card(self, prepared: Path, cards: Path, card: str, plan: Plan,
+             retries: list[dict[str, str]]) -> dict[str, Boot]:
         """Boot one card through ``plan``; a fresh card again when a named emulator fault ended a boot.
 
         Only faults proven to be the emulator's (faults.EMULATOR_FAULTS) start the card over, at
@@ -145,12 +119,14 @@ class BootTest:
         """
         done: dict[str, Boot] = {}
         for attempt in range(RETRIES + 1):
-            disk = (cards or self.work) / f"card-{card}.qcow2"
+            disk = cards / f"card-{card}.qcow2"
             disk.unlink(missing_ok=True)
-            make_overlay(self.image, disk)
+            card_overlay(prepared, disk, self.card_bytes)
             done = {}
-            for label, kill_at in plan:
-                done[label] = boot = self.boot(files, disk, label, kill_at=kill_at)
+            for n, (label, cut_at) in enumerate(plan):
+                tampered = tamper(disk, "/etc/ssh/ssh_host_ed25519_key") if label == "A3" else {}
+                done[label] = boot = self.boot(disk, label, cut_at=cut_at, again=n > 0)
+                boot.tampered = tampered
                 if boot.failure:
                     break
             failed = next((b for b in done.values() if b.failure), None)
@@ -164,37 +140,31 @@ class BootTest:
         return {label: done.get(label, Boot(label, error="not booted: an earlier boot of this card failed"))
                 for label, _ in plan}
 
-    def run(self, *, password_expected: bool) -> dict[str, Any]:
-        remove_tree(self.work)
-        retries: list[dict[str, str]] = []
-        self.work.mkdir(parents=True)
-        try:
-            before = sha256_file(self.image)
-            files = extract_boot_files(self.image, self.arch, self.work / "boot")
-            files = replace(files, cmdline=f"{files.cmdline} {PROBE_ARGS}")
-            kill_at = rf"making the {self.reset_at_key} host key"
-            plans: dict[str, list[tuple[str, str | None]]] = {
-                "A": [("A1", None), ("A2", None)], "B": [("B", None)], "C": [("C1", kill_at), ("C2", None)]}
-            boots: dict[str, Boot] = {}
-            with card_dir(self.work) as cards:
-                for card, plan in plans.items():
-                    boots.update(self.card(files, card, plan, retries, cards))
-            checks = evaluate(boots, base_keys=self.base_keys, password_expected=password_expected)
-            if self.growroot:
-                checks.append(growth_check(boots["A1"].probe or {}))
-            checks.append(Check(0, "output unchanged", sha256_file(self.image) == before,
-                                "the image stayed byte-identical (cards are qcow2 overlays)"))
-        finally:
-            remove_tree(self.work)
-        a1 = boots["A1"]
-        report = {
-            "image": str(self.image), "arch": self.arch, "passed": all(c.ok for c in checks),
-            "checks": [c.__dict__ for c in checks], "retries": retries,
-            "timings": {b.name: {"milestones": b.milestones, "ssh_seconds": b.ssh_seconds} for b in boots.values()},
-            "firstboot": a1.firstboot, "probe": a1.probe,
-        }
-        path = self.out_dir / f"{self.name}.boot-report.json"
-        path.write_text(json.dumps(report, indent=2) + "\n")
-        return report
+    card_bytes: int = 0
 
 
+def card_overlay(prepared: Path, disk: Path, size: int) -> None:
+    run_qemu_img(["create", "-q", "-f", "qcow2", "-b", str(prepared), "-F", "qcow2", str(disk), str(size)])
+
+
+def timeline(b: Boot) -> dict[str, float]:
+    """Milestones in seconds since power on: console lines seen by the host, and the kernel's own
+    times (hwrng, crng, first key written) placed after the moment the kernel started."""
+    points = dict(b.milestones)
+    p, start = b.probe or {}, b.milestones.get("kernel")
+    if start is not None:
+        for name, text in (("hwrng", "hwrng registered"), ("crng ready", "crng init done")):
+            at = next((float(t) for t, line in p.get("kernel", {}).get("lines", []) if text in line), None)
+            if at is not None:
+                points[name] = round(start + at, 1)
+        keys = [float(k["mtime_monotonic"]) for k in p.get("host_keys", []) if "mtime_monotonic" in k]
+        if keys:
+            points["keys"] = round(start + min(keys), 1)
+    if b.ssh_seconds is not None:
+        points["sshd"] = b.ssh_seconds
+    return points
+
+
+def timings(boots: dict[str, Boot]) -> dict[str, Any]:
+    return {b.name: {"milestones": timeline(b), "ssh_seconds": b.ssh_seconds, "cut_line": b.cut_line,
+                     "cut_after": b.cut_after} for b in boots.values()}

@@ -1,9 +1,9 @@
 """What one boot showed, and the readers of the guest's evidence over the network.
 
-The guest's verdicts are machine-readable: the first-boot unit's ``ENTROPI-FIRSTBOOT {json}``
-and ``ENTROPI-FINGERPRINT`` console lines, the probe's ``ENTROPI-PROBE {json}`` (also in
-/run/entropi-probe.json), the host keys sshd serves (ssh-keyscan) and the known_hosts file
-published on the boot partition.
+What a boot shows: the boot test's own probe's ``ENTROPI-PROBE {json}`` (also in
+/run/entropi-probe.json), the host keys sshd serves (ssh-keyscan), what the OpenSSH client
+met logging in, the known_hosts file published on the boot partition, and the first-boot
+unit's ``ENTROPI-FINGERPRINT`` console lines (what it says it published).
 """
 
 from __future__ import annotations
@@ -27,11 +27,14 @@ class Boot:
     probe: dict[str, Any] | None = None
     login_ok: bool | None = None
     login_error: str = ""
-    password_offered: bool | None = None
+    password_result: str = "not tried"  # a real password attempt: "accepted", "refused" or what went wrong
     milestones: dict[str, float] = field(default_factory=dict)
     ssh_seconds: float | None = None
     error: str = ""
     failure: Failure | None = None  # the console line that ended the boot, and whose fault it was
+    cut_line: str = ""  # the console line at which the power was cut
+    cut_after: float | None = None  # seconds from that line reaching the console log to QEMU killed
+    tampered: dict[str, str] = field(default_factory=dict)  # host keys written behind the guard's back, by file
 
 
 def keyscan(port: int, timeout: int = 10) -> list[str]:
@@ -44,6 +47,12 @@ def keyscan(port: int, timeout: int = 10) -> list[str]:
 def known_hosts_keys(text: str | None) -> list[str]:
     return sorted(" ".join(line.split()[1:3]) for line in (text or "").splitlines()
                   if line.strip() and not line.startswith("#") and len(line.split()) >= 3)
+
+
+def known_hosts_names(text: str | None) -> list[str]:
+    """The host names a known_hosts file is written for (its first column, split at commas)."""
+    return sorted({name for line in (text or "").splitlines() if line.strip() and not line.startswith("#")
+                   and len(line.split()) >= 3 for name in line.split()[0].split(",")})
 
 
 def fingerprint(key: str) -> str:

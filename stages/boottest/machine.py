@@ -31,7 +31,7 @@ MILESTONES = [
     ("kernel", re.compile(r"Booting Linux")),
     ("systemd", re.compile(r"systemd\[1\]|Welcome to ")),
     ("firstboot", re.compile(r"ENTROPI-FIRSTBOOT ")),
-    ("login", re.compile(r"login: ")),
+    ("getty", re.compile(r"login: ")),
 ]
 
 
@@ -60,6 +60,7 @@ class Machine:
     proc: subprocess.Popen[bytes] | None = None
     started: float = 0.0
     milestones: dict[str, float] = field(default_factory=dict)
+    unseen_at: float = 0.0
 
     def argv(self) -> list[str]:
         binary, machine = QEMU[self.arch]
@@ -114,9 +115,11 @@ class Machine:
         """The console line that shows the boot cannot go on (see ``find_failure``), if any."""
         return find_failure(self.text())
 
-    def wait_for(self, pattern: str, timeout: float) -> re.Match[str] | None:
-        """Wait until the serial log matches ``pattern``; None on timeout, QEMU exit or a boot failure."""
+    def wait_for(self, pattern: str, timeout: float, poll: float = 0.5) -> re.Match[str] | None:
+        """Wait until the serial log matches ``pattern``; None on timeout, QEMU exit or a boot failure.
+        ``self.unseen_at`` is the monotonic time of the last look that did not find it."""
         rx = re.compile(pattern)
+        self.unseen_at = time.monotonic()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.poll_milestones()
@@ -126,7 +129,8 @@ class Machine:
                 return m
             if not self.alive() or find_failure(text):
                 return None
-            time.sleep(0.5)
+            self.unseen_at = time.monotonic()
+            time.sleep(poll)
         return None
 
     def qemu_stderr(self) -> str:
@@ -159,6 +163,15 @@ def card_dir(work: Path) -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def run_qemu_img(args: list[str]) -> None:
+    run(["qemu-img", *args], hint="qemu-img (qemu-utils) makes the cards' overlays; run ./ci/setup")
+
+
+def card_bytes(image: Path) -> int:
+    """A card strictly larger than the image, of power-of-two size (QEMU's SD card rule)."""
+    return next_pow2(image.stat().st_size + 1)
 
 
 def make_overlay(image: Path, overlay: Path) -> Path:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from stages.boottest.cards import BootTest
+from stages.boottest.session import CARDS, BootTest
 from stages.build.pipeline import build
 from stages.core.config import Config
 from stages.core.errors import UserError
@@ -47,18 +47,23 @@ def build_for_boot_test(recipe: str, key: str, sets: Sequence[str] = ()) -> tupl
 
 
 def read_manifest(image: Path) -> dict[str, Any]:
-    """The manifest the build wrote beside ``image`` (NAME.manifest.json)."""
+    """The manifest the build wrote beside ``image`` (NAME.manifest.json); {} for an image entropi
+    did not build (its facts are then read from the image itself)."""
     path = image.with_name(image.name.removesuffix(".img") + ".manifest.json")
     if not path.is_file():
-        raise UserError(str(image), f"no {path.name} beside the image",
-                        hint="boot-test reads what the build recorded; boot an image made by invoke build "
-                             "(or boot-test --recipe R)")
-    data: dict[str, Any] = json.loads(path.read_text())
+        return {}
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except ValueError as e:
+        raise UserError(str(path), f"not valid JSON: {e}", hint="rebuild the image, or move the file away") from None
     return data
 
 
-def password_expected(manifest: dict[str, Any], image: Path) -> bool:
-    """Whether sshd takes passwords, as the accounts stage decided and recorded it."""
+def password_expected(manifest: dict[str, Any], image: Path) -> bool | None:
+    """Whether sshd takes passwords, as the accounts stage decided and recorded it; None without a
+    manifest (then the image's own sshd configuration, as the probe reads it, is the expectation)."""
+    if not manifest:
+        return None
     allowed = manifest.get("ssh", {}).get("password_authentication")
     if not isinstance(allowed, bool):
         raise UserError(str(image), "the manifest does not record ssh.password_authentication",
@@ -66,15 +71,16 @@ def password_expected(manifest: dict[str, Any], image: Path) -> bool:
     return allowed
 
 
-def boot_test_for(image: Path, key: str, manifest: dict[str, Any]) -> BootTest:
-    """The BootTest of ``image``, its settings taken from the build's ``manifest``."""
-    settings = manifest["settings"]
-    return BootTest(image, manifest["image"]["arch"], key=Path(key) if key else None,
-                    user=settings["users"]["name"], out_dir=image.parent,
-                    timeout=settings["boot_test"]["timeout"], base_keys=base_keys_for(manifest),
-                    reset_at_key=settings["ssh"]["key_types"][-1],
-                    growroot=manifest["image"].get("first_boot_expansion") == "entropi-growroot.service",
-                    key_count=len(settings["ssh"]["key_types"]))
+def boot_test_for(image: Path, key: str, manifest: dict[str, Any], cards: Sequence[str] = CARDS) -> BootTest:
+    """The BootTest of ``image``: settings from the build's ``manifest`` when there is one."""
+    settings = manifest.get("settings", {})
+    expansion = manifest.get("image", {}).get("first_boot_expansion", "unknown")
+    key_types = settings.get("ssh", {}).get("key_types", [])
+    return BootTest(image, manifest.get("image", {}).get("arch", ""), key=Path(key) if key else None,
+                    out_dir=image.parent, timeout=settings.get("boot_test", {}).get("timeout", 900),
+                    manifest=manifest, grows=expansion not in (None, "none"),
+                    reset_at_key=key_types[-1] if key_types else "", key_count=len(key_types), cards=cards,
+                    password_expected=password_expected(manifest, image))
 
 
 def boot_test(image: str, recipe: str, key: str, sets: Sequence[str] = ()) -> dict[str, Any]:
@@ -89,18 +95,7 @@ def boot_test(image: str, recipe: str, key: str, sets: Sequence[str] = ()) -> di
         image = str(built)
     path = Path(image)
     check_image(path)
-    manifest = read_manifest(path)
-    return boot_test_for(path, key, manifest).run(password_expected=password_expected(manifest, path))
-
-
-def base_keys_for(manifest: dict[str, Any]) -> list[str]:
-    """Host keys of the base an output was built from, when its ``manifest`` names a cached base."""
-    try:
-        base = next(i["path"] for i in manifest.get("inputs", []) if i["label"] == "base image")
-        info = json.loads(Path(base + ".json").read_text())
-        return [" ".join(k.split()[:2]) for k in info.get("host_keys", [])]
-    except (OSError, ValueError, StopIteration, KeyError):
-        return []
+    return boot_test_for(path, key, read_manifest(path)).run()
 
 
 def check_image(image: Path) -> None:

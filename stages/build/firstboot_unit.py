@@ -15,10 +15,11 @@ from stages.image.handle import GuestHandle
 PROGRAM = "/usr/lib/entropi/entropi-firstboot"  # the launcher; it imports the package next to it
 PACKAGE = "entropi_firstboot"  # the program's modules: firstboot/entropi_firstboot/ -> PACKAGE_DIR
 PACKAGE_DIR = f"/usr/lib/entropi/{PACKAGE}"
-PACKAGE_FILES = ("__init__.py", "config.py", "device.py", "entropy.py", "fileops.py", "hostname.py",
-                 "keys.py", "main.py", "publish.py", "run.py", "seams.py", "trust.py")
-PROBE = "/usr/lib/entropi/entropi-probe"  # runs only when the boot test asks (systemd.wants=)
+PACKAGE_FILES = ("__init__.py", "committed.py", "config.py", "device.py", "entropy.py", "fileops.py",
+                 "hostname.py", "keys.py", "main.py", "publish.py", "run.py", "seams.py", "sshkey.py")
 UNIT = "entropi-firstboot.service"
+# Orders socket activation's per-connection sshd (ssh@.service instances) after the guard.
+SSH_INSTANCE_DROPIN = ("entropi-firstboot-ssh@.conf", "/etc/systemd/system/ssh@.service.d/entropi-firstboot.conf")
 
 
 def install(g: GuestHandle, name: str, dest: str, mode: int) -> None:
@@ -42,7 +43,7 @@ class FirstbootUnit(Stage):
 
     def check(self, ctx: Context) -> None:
         package = [f"{PACKAGE}/{name}" for name in PACKAGE_FILES]
-        for name in ("entropi-firstboot", *package, "entropi-probe", "entropi-probe.service", UNIT):
+        for name in ("entropi-firstboot", *package, UNIT, SSH_INSTANCE_DROPIN[0]):
             if not (FIRSTBOOT / name).is_file():
                 raise UserError(str(FIRSTBOOT), f"{name} is missing", hint="restore firstboot/ from git")
 
@@ -57,9 +58,9 @@ class FirstbootUnit(Stage):
         g.chmod(0o755, PACKAGE_DIR)
         for name in PACKAGE_FILES:
             install(g, f"{PACKAGE}/{name}", f"{PACKAGE_DIR}/{name}", 0o644)
-        install(g, "entropi-probe", PROBE, 0o755)
-        install(g, "entropi-probe.service", "/etc/systemd/system/entropi-probe.service", 0o644)
         install(g, UNIT, f"/etc/systemd/system/{UNIT}", 0o644)
+        g.mkdir_p("/etc/systemd/system/ssh@.service.d")
+        install(g, *SSH_INSTANCE_DROPIN, 0o644)
         settings = firstboot_settings(ctx)
         g.mkdir_p("/etc/entropi")
         write_text(g, "/etc/entropi/firstboot.json", json.dumps(settings, indent=2) + "\n", 0o644)

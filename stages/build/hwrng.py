@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import re
-
+from stages.core.checks import fill_watermark, kernel_poolsize, min_entropy_reachable
 from stages.core.errors import UserError
 from stages.core.runner import Context, Stage
 from stages.core.state import need
@@ -17,14 +16,6 @@ from stages.textedit.services import rngd_defaults
 TPM_LINES = {"slb9670": ["dtparam=spi=on", "dtoverlay=tpm-slb9670"]}
 RNGD_FILES = {"rng-tools-debian": "/etc/default/rng-tools-debian", "rng-tools5": "/etc/default/rng-tools"}
 RNGD_UNITS = ["rng-tools-debian.service", "rngd.service", "rng-tools.service"]
-
-
-def kernel_poolsize(version: str) -> int:
-    """poolsize of the kernel's input pool: 256 bits since Linux 5.18, 4096 before."""
-    m = re.match(r"(\d+)\.(\d+)", version)
-    if not m:
-        return 256
-    return 256 if (int(m.group(1)), int(m.group(2))) >= (5, 18) else 4096
 
 
 def module_listing(g: GuestHandle, version: str) -> tuple[list[str], str]:
@@ -84,7 +75,8 @@ class Hwrng(Stage):
             return
         kernels = need(ctx.state.kernels, "kernels")
         pool = kernel_poolsize(kernels[-1]) if kernels else 256
-        fill = pool * ctx.config.rngd.fill_percent // 100
+        fill = fill_watermark(pool, ctx.config.rngd.fill_percent)
+        self._check_min_entropy(ctx, kernels, fill)
         write_text(g, RNGD_FILES[pkg], rngd_defaults(pkg, ctx.config.rngd.device, fill), 0o644)
         unit = next((u for u in RNGD_UNITS if units.find_unit(g, u)), None)
         if unit:
@@ -97,3 +89,19 @@ class Hwrng(Stage):
             unit = f"{script}.service (SysV)" if script else None
         ctx.record("rngd", "config", {"file": RNGD_FILES[pkg], "device": ctx.config.rngd.device, "fill_bits": fill,
                                       "poolsize": pool, "unit": unit})
+
+    @staticmethod
+    def _check_min_entropy(ctx: Context, kernels: list[str], fill: int) -> None:
+        """The recipe check assumed the watermark of a 4096-bit pool; rngd gets the watermark of the
+        image's newest kernel (by name). A kernel with a 4096-bit pool waits for min_entropy, and
+        rngd stops at that watermark: refuse a min_entropy it can never reach."""
+        percent, min_entropy = ctx.config.rngd.fill_percent, ctx.config.firstboot.min_entropy
+        source = (f"rngd.fill_percent = {percent} of the {kernel_poolsize(kernels[-1])}-bit pool of kernel "
+                  f"{kernels[-1]}, which rngd is set up for" if kernels else "")
+        for version in kernels:
+            if kernel_poolsize(version) == 256:
+                continue
+            problem = min_entropy_reachable(min_entropy, fill, f"{source}; kernel {version} waits for min_entropy",
+                                            percent)
+            if problem:
+                raise UserError(str(ctx.config.recipe), problem[0], key="firstboot.min_entropy", hint=problem[1])

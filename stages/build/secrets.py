@@ -27,7 +27,8 @@ class Secrets(Stage):
     def run(self, ctx: Context) -> None:
         g = need(ctx.state.g, "g")
         removed: list[str] = []
-        for path in [*g.glob_expand("/etc/ssh/ssh_host_*"), *g.glob_expand("/var/lib/entropi/firstboot.*")]:
+        entropi_state = [*g.glob_expand("/var/lib/entropi/firstboot.*"), *g.glob_expand("/var/lib/entropi/committed.*")]
+        for path in [*g.glob_expand("/etc/ssh/ssh_host_*"), *entropi_state]:
             g.rm_f(path)
             removed.append(path)
         for path in SEEDS:

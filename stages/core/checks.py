@@ -125,3 +125,40 @@ def percent_half(value: Any) -> tuple[str, str] | None:
     return f"expected 1..50 (percent of the pool), got {value!r}", (
         "rngd should fill at most half of the kernel pool; use 50 or less"
     )
+
+
+# The kernel's input pool (drivers/char/random.c): 4096 bits before Linux 5.18. Since 5.18 it is
+# 256 bits and entropy_avail counts up to 256 exactly when the crng becomes ready (it never goes
+# back down), so there the first-boot program waits for the crng only and min_entropy is unused.
+LEGACY_POOL_BITS = 4096
+POOL_BITS = 256
+
+
+def kernel_poolsize(version: str) -> int:
+    """poolsize of a kernel's input pool: 256 bits since Linux 5.18, 4096 before."""
+    m = re.match(r"(\d+)\.(\d+)", version)
+    if not m:
+        return POOL_BITS
+    return POOL_BITS if (int(m.group(1)), int(m.group(2))) >= (5, 18) else LEGACY_POOL_BITS
+
+
+def fill_watermark(poolsize: int, fill_percent: int) -> int:
+    """rngd's --fill-watermark in bits: it feeds the pool until entropy_avail reaches it, no further."""
+    return poolsize * fill_percent // 100
+
+
+def min_entropy_reachable(min_entropy: int, watermark: int | None, source: str, fill_percent: int = 50
+                          ) -> tuple[str, str] | None:
+    """None when the first-boot wait for entropy_avail >= min_entropy can end on a kernel with a
+    4096-bit pool (the only kernels that wait for it); else (what is wrong, hint). ``watermark``:
+    where rngd stops filling (None without rngd: the pool's size is the bound); ``source``: how
+    that watermark came about, for the message; ``fill_percent``: rngd's, for the hint."""
+    limit = LEGACY_POOL_BITS if watermark is None else watermark
+    if min_entropy <= limit:
+        return None
+    if watermark is None:
+        return (f"min_entropy {min_entropy} can never be reached: the kernel's pool holds at most "
+                f"{LEGACY_POOL_BITS} bits", f"set firstboot.min_entropy to {LEGACY_POOL_BITS} or less")
+    also = ", or raise rngd.fill_percent (at most 50)" if fill_percent < 50 else ""
+    return (f"min_entropy {min_entropy} can never be reached: rngd fills the pool only up to its fill "
+            f"watermark, {watermark} bits ({source})", f"set firstboot.min_entropy to {watermark} or less{also}")

@@ -158,7 +158,9 @@ class Firstboot:
     on_timeout: str = setting(
         "continue", "'continue' (make keys, warn loudly) or 'fail' (keep sshd down).", check=one_of("continue", "fail")
     )
-    min_entropy: int = setting(2048, "entropy_avail to wait for on old kernels (poolsize above 256).", check=positive)
+    min_entropy: int = setting(
+        2048, "entropy_avail to wait for on kernels before 5.18 (a 4096-bit pool; newer ones wait for the crng); "
+              "at most rngd's fill watermark, fill_percent of 4096.", check=positive)
 
 
 @dataclass(frozen=True)

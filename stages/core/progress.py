@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 
 from rich.console import Console
 from rich.markup import escape
@@ -14,6 +14,7 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
@@ -71,3 +72,42 @@ def bytes_bar(description: str, total: int | None) -> Progress:
         console=console,
         disable=not console.is_terminal and "pytest" in sys.modules,
     )
+
+
+class Bar:
+    """One bar of bytes: what a long copy reports its progress to."""
+
+    def __init__(self, display: Progress, task: TaskID) -> None:
+        self._display, self._task = display, task
+
+    def advance(self, n: int) -> None:
+        self._display.advance(self._task, n)
+
+    def update(self, completed: int) -> None:
+        self._display.update(self._task, completed=completed)
+
+
+Meter = Callable[[str, "int | None"], AbstractContextManager[Bar]]
+
+
+def board() -> Progress:
+    """One display for many bars at once (one per card), each named by its description; thread-safe."""
+    return Progress(
+        TextColumn(f"{_indent()}{{task.description}}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not console.is_terminal and "pytest" in sys.modules,
+    )
+
+
+@contextmanager
+def bar(description: str, total: int | None, on: Progress | None = None) -> Iterator[Bar]:
+    """A bar of bytes: a row of ``on`` (a board already shown) or a display of its own (a Meter)."""
+    if on is not None:
+        yield Bar(on, on.add_task(description, total=total))
+        return
+    with bytes_bar(description, total) as display:
+        yield Bar(display, display.add_task(description, total=total))

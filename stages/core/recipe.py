@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from stages.core.checks import KEY_PREFIXES
+from stages.core.checks import KEY_PREFIXES, LEGACY_POOL_BITS, fill_watermark, min_entropy_reachable
 from stages.core.config import SECTIONS, Config
 from stages.core.errors import UserError
 from stages.core.layers import Layer, file_layers, merge, set_layers
@@ -50,7 +50,7 @@ def _default(f: dataclasses.Field[Any]) -> Any:
     return f.default
 
 
-def _cross_checks(values: dict[str, dict[str, Any]], fail: Callable[[str, str, str], UserError]) -> None:
+def _cross_checks(values: dict[str, dict[str, Any]], fail: Callable[..., UserError]) -> None:
     """Rules between settings; ``fail(key, what, hint)`` locates the error where ``key`` was set."""
     base = values["base"]
     chosen = [k for k in ("release", "url", "path") if base[k]]
@@ -75,6 +75,19 @@ def _cross_checks(values: dict[str, dict[str, Any]], fail: Callable[[str, str, s
                    "give users.password_hash or set it to 'no'")
     if not values["ssh"]["key_types"]:
         raise fail("ssh.key_types", "no host key types", "keep at least \"ed25519\"")
+    _check_min_entropy(values, fail)
+
+
+def _check_min_entropy(values: dict[str, dict[str, Any]], fail: Callable[..., UserError]) -> None:
+    """min_entropy is waited for on kernels with a 4096-bit pool (before 5.18), which rngd fills
+    only up to fill_percent of it; the image's kernels are checked again at build time (hwrng)."""
+    rngd, percent = values["rngd"], values["rngd"]["fill_percent"]
+    watermark = None if rngd["package"] == "none" else fill_watermark(LEGACY_POOL_BITS, percent)
+    source = (f"rngd.fill_percent = {percent} of the {LEGACY_POOL_BITS}-bit pool of kernels before 5.18, "
+              "the only ones that wait for min_entropy")
+    problem = min_entropy_reachable(values["firstboot"]["min_entropy"], watermark, source, percent)
+    if problem:
+        raise fail("firstboot.min_entropy", *problem, at=("firstboot.min_entropy", "rngd.fill_percent"))
 
 
 def load_recipe(path: str | Path, sets: Sequence[str] = (), extra: Sequence[Layer] = ()) -> Config:
@@ -93,8 +106,10 @@ def load_recipe(path: str | Path, sets: Sequence[str] = (), extra: Sequence[Laye
         value = _checked(key, given[name], f, tp, origins[key]) if name in given else _default(f)
         values.setdefault(section, {})[name] = value
 
-    def fail(key: str, what: str, hint: str) -> UserError:
-        return origins.get(key, files[-1]).error(what, key=key, hint=hint)
+    def fail(key: str, what: str, hint: str, at: Sequence[str] = ()) -> UserError:
+        """The error about ``key``, located where ``key`` (or the first of ``at`` that was set) came from."""
+        where = next((origins[k] for k in (*at, key) if k in origins), files[-1])
+        return where.error(what, key=key, hint=hint)
 
     _cross_checks(values, fail)
     sections = {s: SECTIONS[s](**values[s]) for s in SECTIONS}

@@ -215,4 +215,7 @@ def open_exclusive(target: Path, flags: int = os.O_WRONLY) -> int:
         if e.errno == errno.EBUSY:
             raise UserError(str(target), "is busy (mounted, swap, or held by another device)",
                             hint="unmount or release it first (see `lsblk` and /proc/swaps)") from None
+        if e.errno == errno.EROFS:  # a lock switch the reader did not report in sysfs
+            raise UserError(str(target), "is read-only: it cannot be opened for writing",
+                            hint="slide the SD card's lock switch to unlocked") from None
         raise UserError(str(target), f"cannot open: {e.strerror}", hint="run as root (sudo)") from None

@@ -89,7 +89,7 @@ def drop_cache(fd: int) -> None:
     os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
 
-def verify_bmap(target: Path, bmap: BlockMap) -> None:
+def verify_bmap(target: Path, bmap: BlockMap, meter: progress.Meter = progress.bar) -> None:
     """Read every mapped range back from ``target`` and compare it with the block map's checksums.
 
     Ranges are hashed on all cores (hashlib and pread release the GIL); the first bad range is reported.
@@ -97,15 +97,14 @@ def verify_bmap(target: Path, bmap: BlockMap) -> None:
     fd = os.open(target, os.O_RDONLY)
     try:
         drop_cache(fd)
-        with progress.bytes_bar("verify", bmap.mapped_bytes) as bar:
-            task = bar.add_task("verify", total=bmap.mapped_bytes)
+        with meter("verify", bmap.mapped_bytes) as bar:
 
             def check(span: tuple[int, int, str]) -> int | None:
                 offset, length, want = span
                 h = hashlib.new(bmap.checksum_type)
                 for chunk in _read_range(fd, offset, length, target):
                     h.update(chunk)
-                    bar.advance(task, len(chunk))
+                    bar.advance(len(chunk))
                 return offset if want and h.hexdigest() != want else None
 
             with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
@@ -117,17 +116,16 @@ def verify_bmap(target: Path, bmap: BlockMap) -> None:
                         hint="the card may be failing or fake; try another card")
 
 
-def verify_digest(target: Path, length: int, want: str) -> None:
+def verify_digest(target: Path, length: int, want: str, meter: progress.Meter = progress.bar) -> None:
     """SHA-256 of the first ``length`` bytes read back from ``target`` must equal ``want``."""
     fd = os.open(target, os.O_RDONLY)
     try:
         drop_cache(fd)
         h = hashlib.sha256()
-        with progress.bytes_bar("verify", length) as bar:
-            task = bar.add_task("verify", total=length)
+        with meter("verify", length) as bar:
             for chunk in _read_range(fd, 0, length, target):
                 h.update(chunk)
-                bar.advance(task, len(chunk))
+                bar.advance(len(chunk))
     finally:
         os.close(fd)
     if h.hexdigest() != want:

@@ -11,6 +11,7 @@ SHA-256 of the written range read back from the card must equal the image's.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
@@ -18,7 +19,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import IO, Any
 
@@ -34,6 +36,7 @@ from stages.source.compression import OutOfSpace, read_chunks, write_hashed
 
 SYNC_EVERY = 64 << 20  # flush to the card this often, so the progress bar shows the card, not the cache
 HOSTNAME_FILE = "entropi/hostname"  # on the boot partition; read by the first-boot unit
+REFUSED_WRITE = "is the card locked? slide its lock switch to unlocked; if not, it is failing"
 
 
 def flash(image: Path, target: Path, *, yes: bool, to_file: bool, force_non_removable: bool,
@@ -60,17 +63,8 @@ def flash(image: Path, target: Path, *, yes: bool, to_file: bool, force_non_remo
     dest = tmp_name(target) if to_file else target
     start = time.monotonic()
     try:
-        with progress.step(f"write {image.name} to {target}"):
-            written, size, digest = (write_bmap(src, dest) if src.bmap else write_full(src, dest, sparse=to_file))
-        write_seconds = time.monotonic() - start
-        with progress.step("verify by reading back"):
-            if src.bmap:
-                verify_bmap(dest, src.bmap)
-            else:
-                verify_digest(dest, size, digest)
-        if hostname is not None:
-            with progress.step(f"hostname {hostname}"):
-                write_hostname(dest, hostname)
+        written, size, write_seconds = write_card(src, dest, hostname, sparse=to_file,
+                                                  title=f"write {image.name} to {target}")
         if to_file:
             os.replace(dest, target)
     finally:
@@ -82,6 +76,32 @@ def flash(image: Path, target: Path, *, yes: bool, to_file: bool, force_non_remo
     progress.info(f"wrote {human_size(written)} of {human_size(size)} ({report['method']}) in "
                   f"{report['seconds']:.1f}s; read back and verified")
     return report
+
+
+def write_card(src: Source, dest: Path, hostname: str | None, *, sparse: bool, title: str = "",
+               meter: progress.Meter = progress.bar) -> tuple[int, int, float]:
+    """Write ``src`` to ``dest``, read it back, put the hostname. -> (bytes written, image bytes, write seconds)
+
+    With a ``title`` each part is a progress step; without one (cards written side by side, where
+    only the bars of one board may be shown) the ``meter`` bars are all there is.
+    """
+    def step(name: str) -> AbstractContextManager[None]:
+        return progress.step(name) if title else nullcontext()
+
+    start = time.monotonic()
+    with step(title):
+        written, size, digest = (write_bmap(src, dest, meter) if src.bmap
+                                 else write_full(src, dest, sparse=sparse, meter=meter))
+    write_seconds = time.monotonic() - start
+    with step("verify by reading back"):
+        if src.bmap:
+            verify_bmap(dest, src.bmap, meter)
+        else:
+            verify_digest(dest, size, digest, meter)
+    if hostname is not None:
+        with step(f"hostname {hostname}"):
+            write_hostname(dest, hostname)
+    return written, size, write_seconds
 
 
 def check_file_target(target: Path, image: Path) -> None:
@@ -106,23 +126,24 @@ def ask(dev: Device, image: Path, *, yes: bool, confirm: Callable[[str], bool] |
     if yes:
         progress.info(f"{dev.path}: {dev.describe()}")
         return
-    if not (confirm or _ask_terminal(dev))(prompt):
+    answers = ("yes", dev.name, str(dev.path), f"/dev/{dev.name}")
+    if not (confirm or terminal_confirm(str(dev.path), answers))(prompt):
         raise UserError(str(dev.path), "not confirmed, nothing was written",
                         hint="type the device name or 'yes', or pass --yes")
 
 
-def _ask_terminal(dev: Device) -> Callable[[str], bool]:
+def terminal_confirm(where: str, answers: Sequence[str]) -> Callable[[str], bool]:
+    """Ask on the terminal; True when the answer is one of ``answers``. Without a terminal: refuse, never hang."""
     def ask_user(prompt: str) -> bool:
         if not sys.stdin.isatty():
-            raise UserError(str(dev.path), "cannot ask for confirmation (stdin is not a terminal)",
+            raise UserError(where, "cannot ask for confirmation (stdin is not a terminal)",
                             hint="pass --yes to write without asking")
-        answer = progress.console.input(prompt).strip()
-        return answer in ("yes", dev.name, str(dev.path), f"/dev/{dev.name}")
+        return progress.console.input(prompt).strip() in answers
 
     return ask_user
 
 
-def write_bmap(src: Source, dest: Path) -> tuple[int, int, str]:
+def write_bmap(src: Source, dest: Path, meter: progress.Meter = progress.bar) -> tuple[int, int, str]:
     """bmaptool copy: mapped blocks only; its own checksumming is skipped since we read the card back."""
     assert src.bmap is not None
     mapped = src.bmap.mapped_bytes
@@ -130,12 +151,11 @@ def write_bmap(src: Source, dest: Path) -> tuple[int, int, str]:
     with tempfile.TemporaryFile() as err:
         proc = spawn(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
         try:
-            with progress.bytes_bar("write (bmap)", mapped) as bar:
-                task = bar.add_task("write", total=mapped)
+            with meter("write (bmap)", mapped) as bar:
                 while proc.poll() is None:
-                    bar.update(task, completed=min(_written_by(proc.pid), mapped))
+                    bar.update(min(_written_by(proc.pid), mapped))
                     time.sleep(0.2)
-                bar.update(task, completed=mapped)
+                bar.update(mapped)
         except BaseException:
             proc.kill()
             proc.wait()
@@ -145,9 +165,17 @@ def write_bmap(src: Source, dest: Path) -> tuple[int, int, str]:
         if proc.returncode != 0:
             err.seek(0)
             lines = re.sub(r"\x1b\[[0-9;]*m", "", err.read().decode(errors="replace")).splitlines()
+            _refused_write(dest, lines)
             raise CommandFailed(argv, proc.returncode, "\n".join([ln for ln in lines if "ERROR" in ln] or lines),
                                 hint=f"is {src.path.name} complete, and does {src.bmap.path.name} belong to it?")
     return mapped, src.bmap.image_size, ""
+
+
+def _refused_write(dest: Path, lines: list[str]) -> None:
+    """bmaptool could open the card but not write it: the card's fault (locked, failing), not the image's."""
+    for line in lines:
+        if m := re.search(r"error while writing blocks (\S+) of .*\[Errno \d+\] (.+)", line):
+            raise UserError(str(dest), f"cannot be written ({m[2].strip()} at blocks {m[1]})", hint=REFUSED_WRITE)
 
 
 def _written_by(pid: int) -> int:
@@ -161,7 +189,8 @@ def _written_by(pid: int) -> int:
     return 0
 
 
-def write_full(src: Source, dest: Path, *, sparse: bool) -> tuple[int, int, str]:
+def write_full(src: Source, dest: Path, *, sparse: bool,
+               meter: progress.Meter = progress.bar) -> tuple[int, int, str]:
     """Stream the whole (decompressed) image; a file target skips zero blocks (sparse). -> (written, size, sha256)"""
     proc = spawn(src.decompress, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                  stderr=subprocess.PIPE) if src.decompress else None
@@ -169,15 +198,19 @@ def write_full(src: Source, dest: Path, *, sparse: bool) -> tuple[int, int, str]
     fd = (os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644) if sparse
           else open_exclusive(dest, os.O_WRONLY))
     try:
-        with progress.bytes_bar("write (full)", src.size) as bar:
-            task = bar.add_task("write", total=src.size)
-            pos, written, digest = write_hashed(read_chunks(reader, CHUNK), fd, sparse=sparse,
-                                                advance=lambda n: bar.advance(task, n),
+        with meter("write (full)", src.size) as bar:
+            pos, written, digest = write_hashed(read_chunks(reader, CHUNK), fd, sparse=sparse, advance=bar.advance,
                                                 sync_every=0 if sparse else SYNC_EVERY)
     except OutOfSpace as e:  # the device ends before the image does
         if proc:
             proc.kill()
         raise UserError(str(dest), f"is too small: it ends at byte {e.at}", hint="use a larger card") from None
+    except OSError as e:
+        if proc:
+            proc.kill()
+        if e.errno in (errno.EPERM, errno.EROFS, errno.EIO) and not sparse:
+            raise UserError(str(dest), f"cannot be written ({e.strerror})", hint=REFUSED_WRITE) from None
+        raise
     except BaseException:
         if proc:
             proc.kill()

@@ -1,18 +1,24 @@
-"""Flashing to loop devices standing in for SD cards: bytes on the card, refusals, hostname, --to-file."""
+"""Flashing to loop devices standing in for SD cards: bytes on the card, refusals, hostname, --to-file,
+several cards at once."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
+from invoke.context import Context
+from invoke.exceptions import Exit
 
 from stages.core.errors import UserError
+from stages.flash.fleet import flash_cards
 from stages.flash.source import parse_bmap, verify_bmap
 from stages.flash.write import flash
 from tests.conftest import need_root, need_tools
@@ -45,13 +51,15 @@ def nobmap(sample: Path) -> Path:
 
 
 @contextmanager
-def loop_card(backing: Path, size: int = 80 * MIB, garbage: bool = False) -> Iterator[Path]:
-    """A loop device over a sparse file: the SD card. ``garbage`` fills it with old data first."""
+def loop_card(backing: Path, size: int = 80 * MIB, garbage: bool = False, read_only: bool = False) -> Iterator[Path]:
+    """A loop device over a sparse file: the SD card. ``garbage`` fills it with old data first;
+    ``read_only`` makes the kernel refuse writes (losetup -r), like a card whose lock switch is on."""
     with open(backing, "wb") as f:
         f.truncate(size)
         if garbage:
             f.write(os.urandom(size))
-    dev = subprocess.run(["losetup", "--find", "--show", str(backing)], check=True,
+    ro = ["-r"] if read_only else []
+    dev = subprocess.run(["losetup", *ro, "--find", "--show", str(backing)], check=True,
                          capture_output=True, text=True).stdout.strip()
     try:
         yield Path(dev)
@@ -261,3 +269,96 @@ def test_a_truncated_download_fails_loudly(sample: Path, nobmap: Path, tmp_path:
         shutil.copy(f"{sample}.bmap", tmp_path / "sample.img.bmap")
     with loop_card(tmp_path / "card") as dev, pytest.raises(UserError, match=r"xz|bmaptool|differs|decompressed"):
         flash(broken, dev, yes=True, to_file=False, force_non_removable=True, hostname=None)
+
+
+# --- several cards at once ------------------------------------------------------------------------
+
+
+def readers(root: Path, *devs: Path) -> Path:
+    """One sysfs tree in which every one of ``devs`` is a USB SD card reader, each with its own serial."""
+    for i, dev in enumerate(devs):
+        fake_reader(root, dev)
+        (root / "class" / "block" / dev.name / "device" / "serial").write_text(f"00000000120{i}\n")
+    return root
+
+
+def root_partition_is_the_image(card: Path, sample: Path) -> bool:
+    with open(card, "rb") as f, open(sample, "rb") as g:
+        f.seek(ROOT_OFFSET)
+        g.seek(ROOT_OFFSET)
+        return f.read(IMG_SIZE - ROOT_OFFSET) == g.read(IMG_SIZE - ROOT_OFFSET)
+
+
+def blank(backing: Path) -> bool:
+    return sha256_range(backing, IMG_SIZE) == hashlib.sha256(bytes(IMG_SIZE)).hexdigest()
+
+
+def test_three_cards_at_once_each_read_back_with_its_own_hostname(sample: Path, tmp_path: Path) -> None:
+    asked: list[str] = []
+    with ExitStack() as stack:
+        devs = [stack.enter_context(loop_card(tmp_path / f"card{i}")) for i in range(3)]
+        results = flash_cards(sample, devs, yes=False, force_non_removable=False, hostname="pi-{n:02}",
+                              sysfs=readers(tmp_path / "sys", *devs), confirm=lambda p: asked.append(p) is None)
+        assert [mtype_hostname(dev) for dev in devs] == [b"pi-01\n", b"pi-02\n", b"pi-03\n"]
+        assert all(root_partition_is_the_image(dev, sample) for dev in devs)
+    assert [(r.device, r.serial, r.hostname, r.verified) for r in results] == [
+        (str(devs[0]), "000000001200", "pi-01", True), (str(devs[1]), "000000001201", "pi-02", True),
+        (str(devs[2]), "000000001202", "pi-03", True)]
+    assert all(0 < r.bytes_written < IMG_SIZE / 2 and r.seconds > 0 for r in results)
+    assert len(asked) == 1, "one question for all cards"
+    assert all(f"{dev}: Generic STORAGE DEVICE" in asked[0] and f"-> pi-0{i + 1}" in asked[0]
+               for i, dev in enumerate(devs))
+
+
+@pytest.mark.parametrize("with_bmap", [True, False], ids=["bmap", "nobmap"])
+def test_a_locked_card_its_reader_does_not_report_fails_alone(
+        sample: Path, nobmap: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch, with_bmap: bool) -> None:
+    """Many USB readers do not pass the lock switch on: sysfs says writable, the kernel refuses the write.
+    The two good cards are written and verified, the table says which failed, `invoke flash` exits 1."""
+    import tasks
+    from stages.flash import fleet
+
+    with ExitStack() as stack:
+        devs = [stack.enter_context(loop_card(tmp_path / "card0")),
+                stack.enter_context(loop_card(tmp_path / "card1", read_only=True)),
+                stack.enter_context(loop_card(tmp_path / "card2"))]
+        sysfs = readers(tmp_path / "sys", *devs)
+        (sysfs / "class" / "block" / devs[1].name / "ro").write_text("0\n")
+        monkeypatch.setattr(fleet, "flash_cards", functools.partial(fleet.flash_cards, sysfs=sysfs))
+        with pytest.raises(Exit) as done:
+            tasks.flash(Context(), image=str(sample if with_bmap else nobmap), device=[str(d) for d in devs], yes=True,
+                        hostname="a,b,c")
+        assert done.value.code == 1 and str(done.value.message) == "flash: 1 of 3 cards failed (see the table above)"
+        assert mtype_hostname(devs[0]) == b"a\n" and mtype_hostname(devs[2]) == b"c\n"
+        assert root_partition_is_the_image(devs[0], sample) and root_partition_is_the_image(devs[2], sample)
+    assert blank(tmp_path / "card1")
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["device", "serial", "host", "name", "bytes", "seconds", "verified"]
+    rows = [line.split() for line in out[1:4]]
+    assert [(row[0], row[2], row[-1]) for row in rows] == [(str(devs[0]), "a", "yes"), (str(devs[1]), "b", "FAILED"),
+                                                           (str(devs[2]), "c", "yes")]
+    assert out[4] == "2 of 3 card(s) written and verified, 1 failed:"
+    where = " at blocks 0-2" if with_bmap else ""
+    assert out[5] == (f"error: {devs[1]}: cannot be written (Operation not permitted{where}) (hint: is the "
+                      "card locked? slide its lock switch to unlocked; if not, it is failing)")
+
+
+def test_one_refused_device_and_nothing_is_written_to_any(sample: Path, tmp_path: Path) -> None:
+    """A mounted card and a card sysfs reports locked: one line each, then nothing is written at all."""
+    need_tools("mount", "umount")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    with ExitStack() as stack:
+        devs = [stack.enter_context(loop_card(tmp_path / f"card{i}", read_only=i == 3)) for i in range(4)]
+        flash(sample, devs[1], yes=True, to_file=False, force_non_removable=True, hostname=None)
+        subprocess.run(["mount", "-o", f"loop,ro,offset={ROOT_OFFSET}", str(devs[1]), str(mnt)], check=True)
+        stack.callback(subprocess.run, ["umount", str(mnt)], check=False)
+        with pytest.raises(UserError) as refused:
+            flash_cards(sample, devs, yes=True, force_non_removable=True, hostname="pi-{n}")
+        lines = refused.value.render().splitlines()
+        assert re.fullmatch(rf"error: {devs[1]}: is mounted \(loop\d+ at {mnt}\) \(hint: unmount it first.*", lines[0])
+        assert lines[1:] == [f"error: {devs[3]}: is read-only (hint: slide the SD card's lock switch to unlocked)",
+                             "error: flash: 2 of 4 devices refused, nothing was written "
+                             "(hint: fix or leave out the devices above, then run again)"]
+    assert blank(tmp_path / "card0") and blank(tmp_path / "card2")

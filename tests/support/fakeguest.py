@@ -179,6 +179,9 @@ class FakeGuest:
         self.mounts[posixpath.normpath(mountpoint)] = self.devices[mountable]
         self.calls.append(f"mount {mountable} {mountpoint}")
 
+    def mount_ro(self, mountable: str, mountpoint: str) -> None:
+        self.mount(mountable, mountpoint)
+
     def drop_caches(self, whattodrop: int) -> None:
         self.calls.append(f"drop_caches {whattodrop}")
 

@@ -29,6 +29,7 @@ FILES = {
     "etc/ssh/ssh_host_ed25519_key.pub": "ssh-ed25519 AAAA baked\n",
     "var/lib/systemd/random-seed": "seed",
     "var/lib/entropi/firstboot.done": "",
+    "var/lib/entropi/committed.json": "{}",
     "usr/bin/python3": "",
     "var/lib/dpkg/status": "",
     "etc/default/rng-tools-debian": "#HRNGDEVICE=/dev/hwrng\n",

@@ -45,12 +45,20 @@ def test_a_manifest_without_the_recorded_decision_is_a_user_error(tmp_path: Path
 def test_boot_test_arguments_come_from_the_manifest(tmp_path: Path) -> None:
     image = _image(tmp_path, _manifest(False, "entropi-growroot.service"))
     run = boot_test_for(image, str(tmp_path / "key"), read_manifest(image))
-    assert (run.arch, run.user, run.timeout, run.key) == ("armhf", "ada", 321, tmp_path / "key")
-    assert (run.reset_at_key, run.key_count, run.growroot, run.out_dir) == ("rsa", 3, True, tmp_path)
+    assert (run.arch, run.timeout, run.key, run.password_expected) == ("armhf", 321, tmp_path / "key", False)
+    assert (run.reset_at_key, run.key_count, run.grows, run.out_dir) == ("rsa", 3, True, tmp_path)
 
 
-def test_an_image_without_a_manifest_or_no_image_at_all_is_a_user_error(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="no x.manifest.json beside the image"):
-        boot_test(str(_image(tmp_path, None)), "", "")
+def test_an_image_without_a_manifest_is_judged_from_what_it_holds(tmp_path: Path) -> None:
+    image = _image(tmp_path, None)
+    assert read_manifest(image) == {}
+    run = boot_test_for(image, "", {})
+    assert (run.arch, run.key_count, run.password_expected, run.key) == ("", 0, None, None)
+    assert run.grows  # "unknown" expansion: whether the root grew is checked, never assumed
+
+
+def test_no_image_at_all_is_a_user_error(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="no such image"):
+        boot_test(str(tmp_path / "missing.img"), "", "")
     with pytest.raises(UserError, match="nothing to boot"):
         boot_test("", "", "")

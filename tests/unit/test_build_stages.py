@@ -106,6 +106,31 @@ def test_hwrng_off_removes_a_stale_module_list(tmp_path: Path, g: FakeGuest) -> 
     assert g.text("/etc/default/rng-tools-debian") == "#HRNGDEVICE=/dev/hwrng\n"  # rngd left as packaged
 
 
+def test_hwrng_refuses_a_min_entropy_rngd_never_fills_to_on_an_older_kernel_of_the_image(
+        tmp_path: Path, g: FakeGuest) -> None:
+    # rngd is set up for the newest kernel's 256-bit pool (watermark 128); the 5.15 kernel has a
+    # 4096-bit pool and waits for entropy_avail >= 2048, which rngd then never fills to.
+    ctx = context(tmp_path, g)
+    ctx.state.kernels = ["5.15.84-v8+", "6.6.51+rpt-rpi-v8"]
+    with pytest.raises(UserError) as info:
+        run(Hwrng(), ctx)
+    assert info.value.key == "firstboot.min_entropy"
+    assert "min_entropy 2048 can never be reached: rngd fills the pool only up to its fill watermark, 128 bits" in \
+        info.value.what and "kernel 5.15.84-v8+ waits for min_entropy" in info.value.what
+    assert info.value.hint == "set firstboot.min_entropy to 128 or less"
+    assert g.text("/etc/default/rng-tools-debian") == "#HRNGDEVICE=/dev/hwrng\n"  # refused before writing
+
+
+@pytest.mark.parametrize("kernels, fill_bits", [(["6.6.51+rpt-rpi-v8"], 128), (["5.10.103-v8+"], 2048),
+                                                 (["5.10.103-v8+", "5.15.84-v8+"], 2048)])
+def test_hwrng_accepts_min_entropy_where_rngd_reaches_it_or_no_kernel_waits_for_it(
+        tmp_path: Path, g: FakeGuest, kernels: list[str], fill_bits: int) -> None:
+    ctx = context(tmp_path, g)
+    ctx.state.kernels = kernels
+    run(Hwrng(), ctx)
+    assert ctx.manifest["rngd"]["config"]["fill_bits"] == fill_bits
+
+
 def test_hwrng_tpm_adds_its_overlay_and_masks_trousers(tmp_path: Path, g: FakeGuest) -> None:
     g.write("/lib/systemd/system/trousers.service", b"[Unit]\n")
     run(Hwrng(), context(tmp_path, g, config(hwrng__tpm="slb9670")))
@@ -119,6 +144,7 @@ def test_secrets_removes_baked_keys_and_seeds_and_resets_machine_id(tmp_path: Pa
     ctx = run(Secrets(), context(tmp_path, g))
     assert g.glob_expand("/etc/ssh/ssh_host_*") == []
     assert not g.exists("/var/lib/systemd/random-seed") and not g.exists("/var/lib/entropi/firstboot.done")
+    assert not g.exists("/var/lib/entropi/committed.json"), "a committed set would pass keys made elsewhere"
     assert g.text("/etc/machine-id") == "uninitialized\n" and g.mode("/etc/machine-id") == 0o444
     assert g.readlink("/etc/systemd/system/regenerate_ssh_host_keys.service") == "/dev/null"
     assert "/etc/ssh/ssh_host_ed25519_key" in ctx.manifest["secrets"]["removed"]
@@ -208,13 +234,18 @@ def test_authorized_keys_rejects_a_private_key_file(tmp_path: Path) -> None:
 
 def test_firstboot_unit_installs_program_settings_and_enables_it(tmp_path: Path, g: FakeGuest) -> None:
     ctx = run(FirstbootUnit(), context(tmp_path, g))
-    assert g.mode("/usr/lib/entropi/entropi-firstboot") == 0o755 and g.mode("/usr/lib/entropi/entropi-probe") == 0o755
-    assert g.mode("/etc/systemd/system/entropi-probe.service") == 0o644
+    assert g.mode("/usr/lib/entropi/entropi-firstboot") == 0o755
+    assert not g.exists("/usr/lib/entropi/entropi-probe")  # the boot test brings its own probe
     settings = json.loads(g.text("/etc/entropi/firstboot.json"))
     assert settings["boot_dir"] == BOOT and settings == ctx.manifest["firstboot"]["settings"]
     assert {"type": "rsa", "bits": 3072} in settings["key_types"]
     assert wants(g, "entropi-firstboot.service") == "/etc/systemd/system/entropi-firstboot.service"
     assert not g.exists("/etc/systemd/system/entropi-firstboot.service.d")  # 300 s wait: default timeout
+    for sshd in ("ssh.service", "ssh@.service"):  # sshd, and each connection of ssh.socket, need it
+        link = f"/etc/systemd/system/{sshd}.requires/entropi-firstboot.service"
+        assert g.readlink(link) == "/etc/systemd/system/entropi-firstboot.service"
+    dropin = "/etc/systemd/system/ssh@.service.d/entropi-firstboot.conf"
+    assert g.mode(dropin) == 0o644 and "After=entropi-firstboot.service" in g.text(dropin)
 
 
 def test_firstboot_unit_installs_the_programs_package_next_to_its_launcher(tmp_path: Path, g: FakeGuest) -> None:

@@ -107,3 +107,13 @@ def test_sizes_parse_binary_units() -> None:
     assert parse_size("1G") == 1 << 30
     with pytest.raises(ValueError):
         parse_size("1T")
+
+
+def test_an_unreachable_min_entropy_is_located_where_the_watermark_was_lowered(tmp_path: Path) -> None:
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[base]\nsource = "debian"\n')
+    with pytest.raises(UserError) as info:
+        load_recipe(recipe, ["rngd.fill_percent=25"])
+    assert info.value.render().startswith("error: --set rngd.fill_percent: min_entropy 2048 can never be reached")
+    assert load_recipe(recipe, ["rngd.fill_percent=25", "firstboot.min_entropy=1024"]).firstboot.min_entropy == 1024
+    assert load_recipe(recipe, ["rngd.package=none", "firstboot.min_entropy=4096"]).firstboot.min_entropy == 4096

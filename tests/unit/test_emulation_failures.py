@@ -15,11 +15,13 @@ import pytest
 
 from stages.boottest.base_boot import Attempt, boot_base
 from stages.boottest.bootfiles import BootFiles
-from stages.boottest.cards import RETRIES, BootTest
-from stages.boottest.checks import summary
+from stages.boottest.cards import RETRIES, Cards
 from stages.boottest.evidence import Boot
 from stages.boottest.faults import Failure, find_failure
 from stages.boottest.machine import Machine
+from stages.boottest.prepare import Facts
+from stages.boottest.session import card_overlay_raw
+from stages.boottest.verdict import summary
 from stages.image.disk import Partition
 
 EMULATOR_FAULTS = [  # (name, real console line)
@@ -102,16 +104,21 @@ def test_waiting_goes_on_past_routine_oopses(tmp_path: Path) -> None:
         vm.kill()
 
 
-class ScriptedBootTest(BootTest):
+class ScriptedCards(Cards):
     """The real card logic (fresh qcow2 overlays, log keeping); each boot's verdict scripted."""
 
     def __init__(self, image: Path, out: Path, crashes: list[str]) -> None:
-        super().__init__(image, "armhf", key=None, user="pi", out_dir=out)
+        work = out / ".boot-t"
+        super().__init__(_files(out), "armhf", Facts(), key=None, out_dir=out, name="t", work=work, timeout=60,
+                         key_count=0)
+        self.card_bytes = 8 << 20
         self.crashes = crashes  # labels whose next boot fails, in order (EMULATOR_FAULTS unless "!label")
         self.booted: list[str] = []
         self.work.mkdir(parents=True)
+        self.prepared = out / "prepared.qcow2"
+        card_overlay_raw(image, self.prepared)
 
-    def boot(self, files: BootFiles, disk: Path, label: str, *, kill_at: str | None = None) -> Boot:
+    def boot(self, disk: Path, label: str, *, cut_at: str | None = None, again: bool = False) -> Boot:
         assert disk.is_file()
         self.booted.append(label)
         self.log_path(label).write_text(f"console of {label}\n")
@@ -136,9 +143,9 @@ def _files(tmp_path: Path) -> BootFiles:
 
 
 def test_a_card_that_fails_under_emulation_is_started_over(tmp_path: Path, image: Path) -> None:
-    t = ScriptedBootTest(image, image.parent, ["A2"])
+    t = ScriptedCards(image, image.parent, ["A2"])
     retries: list[dict[str, str]] = []
-    boots = t.card(_files(tmp_path), "A", [("A1", None), ("A2", None)], retries)
+    boots = t.card(t.prepared, image.parent, "A", [("A1", None), ("A2", None)], retries)
     assert t.booted == ["A1", "A2", "A1", "A2"]  # the whole card again: A2 needs A1's first boot
     assert all(not b.failure and b.keys for b in boots.values())
     assert retries == [{"card": "A", "boot": "A2", "fault": "sd-host-timeout",
@@ -149,18 +156,18 @@ def test_a_card_that_fails_under_emulation_is_started_over(tmp_path: Path, image
 
 
 def test_retries_are_bounded_and_the_failure_is_reported(tmp_path: Path, image: Path) -> None:
-    t = ScriptedBootTest(image, image.parent, ["A1"] * (RETRIES + 1))
+    t = ScriptedCards(image, image.parent, ["A1"] * (RETRIES + 1))
     retries: list[dict[str, str]] = []
-    boots = t.card(_files(tmp_path), "A", [("A1", None), ("A2", None)], retries)
+    boots = t.card(t.prepared, image.parent, "A", [("A1", None), ("A2", None)], retries)
     assert t.booted == ["A1"] * (RETRIES + 1)  # A2 is not booted after A1 failed
     assert boots["A1"].failure and not boots["A2"].keys and "not booted" in boots["A2"].error
     assert len(retries) == RETRIES
 
 
 def test_an_unclassified_boot_failure_is_not_retried(tmp_path: Path, image: Path) -> None:
-    t = ScriptedBootTest(image, image.parent, ["!A1"])  # a kernel panic: the image's failure
+    t = ScriptedCards(image, image.parent, ["!A1"])  # a kernel panic: the image's failure
     retries: list[dict[str, str]] = []
-    boots = t.card(_files(tmp_path), "A", [("A1", None), ("A2", None)], retries)
+    boots = t.card(t.prepared, image.parent, "A", [("A1", None), ("A2", None)], retries)
     assert t.booted == ["A1"] and retries == []
     failure = boots["A1"].failure
     assert failure is not None and failure.name == "kernel-panic" and not failure.emulator
@@ -168,9 +175,9 @@ def test_an_unclassified_boot_failure_is_not_retried(tmp_path: Path, image: Path
 
 
 def test_a_good_card_boots_once(tmp_path: Path, image: Path) -> None:
-    t = ScriptedBootTest(image, image.parent, [])
+    t = ScriptedCards(image, image.parent, [])
     retries: list[dict[str, str]] = []
-    boots = t.card(_files(tmp_path), "C", [("C1", "making the rsa host key"), ("C2", None)], retries)
+    boots = t.card(t.prepared, image.parent, "C", [("C1", "making the rsa host key"), ("C2", None)], retries)
     assert t.booted == ["C1", "C2"] and not retries and set(boots) == {"C1", "C2"}
     assert not list(image.parent.glob("*failed*"))
 
@@ -222,3 +229,37 @@ def test_the_qemu_command_line_keeps_the_images_options_and_adds_rodata_off_only
         assert words.count("console=ttyAMA0,115200") == 1 and "console=tty1" not in words
     assert armhf.count("rodata=off") == 1 and "rodata=full" not in armhf
     assert "rodata=full" in arm64 and "rodata=off" not in arm64
+
+
+def test_later_boots_read_cmdline_txt_from_the_card_as_it_is_now(tmp_path: Path) -> None:
+    """The firmware reads cmdline.txt at every power-on: a first boot that rewrote it (trixie's
+    initramfs resize, new disk id) is booted with the new root= the second time."""
+    from stages.boottest.bootfiles import card_cmdline
+    from stages.core.processes import run
+    from stages.image.disk import MTOOLS_ENV, read_mbr
+    from tests.support.flash_sample import make_sample_image
+
+    image = make_sample_image(tmp_path / "pi.img", size_mib=32, boot_mib=8, root_data=1 << 20, bmap=False)
+    boot = read_mbr(image).partitions[0]
+    cmdline = tmp_path / "cmdline.txt"
+    cmdline.write_text("console=serial0,115200 root=PARTUUID=1111aaaa-02 rootwait resize\n")
+    run(["mcopy", "-i", f"{image}@@{boot.start}", str(cmdline), "::cmdline.txt"], env=MTOOLS_ENV)
+    card = tmp_path / "card.qcow2"
+    card_overlay_raw(image, card)
+    assert "root=PARTUUID=1111aaaa-02" in card_cmdline(card, boot, "arm64").split()
+    # what the first boot did: a new disk id in cmdline.txt, written to the card (not the image)
+    raw = tmp_path / "boot.raw"
+    run(["qemu-img", "dd", "-f", "qcow2", "-O", "raw", "bs=512", f"skip={boot.start // 512}",
+         f"count={boot.size // 512}", f"if={card}", f"of={raw}"])
+    cmdline.write_text("console=serial0,115200 root=PARTUUID=2222bbbb-02 rootwait\n")
+    run(["mcopy", "-o", "-i", str(raw), str(cmdline), "::cmdline.txt"], env=MTOOLS_ENV)
+    run(["qemu-io", "-f", "qcow2", "-c", f"write -s {raw} {boot.start} {boot.size}", str(card)])
+    words = card_cmdline(card, boot, "arm64").split()
+    assert "root=PARTUUID=2222bbbb-02" in words and "resize" not in words
+    assert "root=PARTUUID=1111aaaa-02" in qemu_cmdline_of(image, boot)  # the image itself is untouched
+
+
+def qemu_cmdline_of(image: Path, boot: Partition) -> str:
+    from stages.image.disk import fat_read
+
+    return fat_read(image, boot, "cmdline.txt").decode()
