@@ -14,7 +14,7 @@ import yaml
 
 from stages.image.disk import read_mbr
 from stages.image.guest import open_guest
-from stages.source import trixie_shape
+from stages.source import deferred, trixie_shape
 from stages.source.debian_base import BOOT_MIB, BaseSpec
 from tests.conftest import need_tools
 
@@ -102,6 +102,25 @@ def test_trixie_base_initramfs_carries_the_resize_scripts_and_their_tools(base_t
     names = {re.sub(r"\.ko(\.\w+)?$", ".ko", p.rsplit("/", 1)[-1]) for p in listing}
     assert "scripts/local-premount/resize_early" in listing and "scripts/local-bottom/set_partuuid" in listing
     assert {"sfdisk", "busybox", "vfat.ko", "nls_cp437.ko", "bcm2835-rng.ko"} <= names
+
+
+def test_trixie_base_deferred_commands_ran_once_and_left_no_stub(base_trixie_arm64: Path) -> None:
+    g = _guest(base_trixie_arm64)
+    try:
+        assert "entropi-deferred" not in g.cat("/var/lib/dpkg/diversions")
+        for d in deferred.DEFERRED:
+            assert not g.exists(d.diverted), d.path
+            assert g.filesize(d.path) > 200, d.path  # the package's command, not the stub
+        # py3compile's work: cloud-init's and the stdlib's modules are compiled
+        assert g.glob_expand("/usr/lib/python3/dist-packages/cloudinit/__pycache__/*.cpython-3*.pyc")
+        assert g.glob_expand("/usr/lib/python3/dist-packages/yaml/__pycache__/*.cpython-3*.pyc")
+        # update-ca-certificates' work: the bundle and the hashed links
+        assert g.filesize("/etc/ssl/certs/ca-certificates.crt") > 100_000
+        assert len(g.glob_expand("/etc/ssl/certs/*.0")) > 100
+        # update-initramfs' work, copied to the boot partition by raspi-firmware's hook
+        assert [f for f in g.ls(BOOT) if f.startswith("initrd.img-")]
+    finally:
+        g.close()
 
 
 def test_trixie_build_keeps_the_initramfs_resize_and_cloud_init_and_masks_key_makers(built_trixie_arm64: Path
