@@ -41,8 +41,6 @@ KERNEL = {"arm64": "linux-image-arm64", "armhf": "linux-image-armmp"}
 INITRD_MODULES = ["sdhci-iproc", "bcm2835", "mmc_block", "ext4"]
 DTB = {"arm64": "bcm2837-rpi-3-b.dtb", "armhf": "bcm2836-rpi-2-b.dtb"}
 BUILD_TOOLS = ("mmdebstrap", "mkfs.ext4", "mkfs.vfat", "mcopy", "sfdisk", "openssl")
-# dpkg and the maintainer scripts without fsync (mmdebstrap's own hook; libeatmydata under qemu-user).
-EATMYDATA = "/usr/share/mmdebstrap/hooks/eatmydata"
 PI_PASSWORD = "raspberry"  # the known password of old Raspbian images
 
 REGENERATOR_UNIT = """\
@@ -165,16 +163,10 @@ def _bootstrap(spec: BaseSpec, work: Path, root: Path) -> None:
     run([
         "mmdebstrap", "--variant=minbase", f"--arch={spec.arch}", "--components=main,non-free-firmware",
         "--aptopt=APT::Install-Recommends \"false\"", f"--essential-hook={hook} \"$1\"",
-        *(_speedups() if spec.pi_trixie else []),
+        *(deferred.mmdebstrap_options() if spec.pi_trixie else []),
         "--include=" + ",".join(spec.packages),
         spec.suite, str(root), spec.mirror,
     ], hint="mmdebstrap failed; check the mirror is reachable and binfmt is enabled (./ci/setup)")
-
-
-def _speedups() -> list[str]:
-    """mmdebstrap options that make the emulated install faster (README "Offline base images")."""
-    hooks = [f"--customize-hook={h}" for h in deferred.customize_hooks()]
-    return ([f"--hook-dir={EATMYDATA}"] if Path(EATMYDATA).is_dir() else ["--dpkgopt=force-unsafe-io"]) + hooks
 
 
 def _write(path: Path, content: str | bytes, mode: int = 0o644) -> None:

@@ -68,3 +68,11 @@ def customize_hooks() -> list[str]:
         hooks.append(f'rm -f "$1{d.path}" && chroot "$1" dpkg-divert --local --rename --remove {d.path}')
     hooks += [f'chroot "$1" {d.final}' for d in DEFERRED]
     return hooks
+
+
+def mmdebstrap_options() -> list[str]:
+    """mmdebstrap options for a faster emulated install: the customize hooks above, and dpkg
+    without an fsync per file. Not mmdebstrap's eatmydata hook: its wrappers and the preloaded
+    library cost every emulated exec (unpacking took 189 s with it, 142 s without, on the same
+    loaded host), and its cleanup left /usr/bin/eatmydata in the image."""
+    return ["--dpkgopt=force-unsafe-io", *(f"--customize-hook={h}" for h in customize_hooks())]

@@ -28,7 +28,7 @@ from stages.core.errors import UserError
 from stages.core.paths import PI_TRIXIE
 from stages.core.processes import run
 
-SHAPE_VERSION = 2  # bump whenever shape() changes what lands in the image (part of the base's hash)
+SHAPE_VERSION = 3  # bump whenever shape() changes what lands in the image (part of the base's hash)
 PACKAGES = ["cloud-init", "netcat-openbsd", "network-manager", "netplan.io", "fdisk", "busybox"]
 # The initramfs also needs the FAT driver (to rewrite cmdline.txt) and the RNG (the disk id).
 BOOT_START_MIB = 8

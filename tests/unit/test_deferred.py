@@ -38,3 +38,10 @@ def test_customize_hooks_restore_every_command_before_running_any_and_make_the_i
     assert all("dpkg-divert --local --rename --remove" in h for h in hooks[:n])
     assert hooks[n:] == [f'chroot "$1" {d.final}' for d in deferred.DEFERRED]
     assert hooks[-1] == 'chroot "$1" update-initramfs -c -k all'
+
+
+def test_mmdebstrap_options_are_the_hooks_and_unsafe_io_without_eatmydata() -> None:
+    options = deferred.mmdebstrap_options()
+    assert options[0] == "--dpkgopt=force-unsafe-io"
+    assert options[1:] == [f"--customize-hook={h}" for h in deferred.customize_hooks()]
+    assert not any("eatmydata" in o for o in options)
