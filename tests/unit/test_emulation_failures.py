@@ -31,6 +31,7 @@ EMULATOR_FAULTS = [  # (name, real console line)
                      "[bcm2835]"),
     ("sd-host-oops", "[   51.026067] pc : bcm2835_finish_data+0x38/0xa8 [bcm2835]"),
     ("sd-host-oops", "[   40.100000] pc : sdhci_request_done+0x30/0x2a0 [sdhci]"),
+    ("usb-net-lost", "[   40.035989] usb usb1-port1: attempt power cycle"),
 ]
 IMAGE_FAILURES = [  # the image's fault until shown otherwise: never retried
     ("kernel-panic", "[    5.000000] Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)"),
@@ -45,6 +46,8 @@ ROUTINE = [
     "[   65.560424] bcm2835-rng 3f104000.rng: hwrng registered",
     "[    9.514432] sdhost-bcm2835 3f202000.mmc: loaded - DMA enabled (>1)",
     "[   12.217873] mmcblk0: mmc0:4567 QEMU! 2.00 GiB",
+    "[   38.537761] usb 1-1: new full-speed USB device number 2 using dwc2",
+    "[   41.309488] dwc2 3f980000.usb: Not connected",
 ]
 
 
