@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from stages.boottest.bootfiles import BootFiles, card_cmdline
+from stages.boottest.bootfiles import BootFiles, card_boot_file, card_cmdline
 from stages.boottest.evidence import Boot, keyscan, known_hosts_keys
 from stages.boottest.login import login_and_password
 from stages.boottest.machine import Machine, run_qemu_img
@@ -33,8 +33,9 @@ RETRIES = 1  # a card whose boot hit a named emulator fault (faults.EMULATOR_FAU
 Plan = list[tuple[str, "str | None"]]
 
 
-def plans(key_type: str) -> dict[str, Plan]:
-    return {"B": [("B", None)], "A": [("A1", UNIT_DONE), ("A2", None), ("A3", None)],
+def plans(key_type: str, tamper: bool = True) -> dict[str, Plan]:
+    """The boots of each card; ``tamper``: card A boots a third time after its keys were changed."""
+    return {"B": [("B", None)], "A": [("A1", UNIT_DONE), ("A2", None), *([("A3", None)] if tamper else [])],
             "C": [("C1", rf"making the {key_type} host key"), ("C2", COMMIT_WINDOW), ("C3", None)]}
 
 
@@ -61,6 +62,9 @@ class Cards:
                     vm.kill()  # the power cut
                     result.cut_after = round(time.monotonic() - vm.unseen_at, 3)
                     result.cut_line = m.group(0)
+                    # what the card holds the moment the power is gone, before anything boots again
+                    published = card_boot_file(disk, files.boot_part, "entropi/known_hosts")
+                    result.after_cut_known_hosts = published.decode(errors="replace") if published else ""
                 else:
                     result.error = f"never saw {cut_at!r} on the console"
             else:

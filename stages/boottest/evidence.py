@@ -34,6 +34,7 @@ class Boot:
     failure: Failure | None = None  # the console line that ended the boot, and whose fault it was
     cut_line: str = ""  # the console line at which the power was cut
     cut_after: float | None = None  # seconds from that line reaching the console log to QEMU killed
+    after_cut_known_hosts: str = ""  # entropi/known_hosts on the card right after the power cut
     tampered: dict[str, str] = field(default_factory=dict)  # host keys written behind the guard's back, by file
 
 

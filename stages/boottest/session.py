@@ -27,7 +27,9 @@ CARDS = ("B", "A", "C")
 class BootTest:
     def __init__(self, image: Path, arch: str, *, key: Path | None, out_dir: Path, timeout: int = 900,
                  manifest: dict[str, Any] | None = None, grows: bool = True, reset_at_key: str = "",
-                 key_count: int = 0, cards: Sequence[str] = CARDS, password_expected: bool | None = None) -> None:
+                 key_count: int = 0, cards: Sequence[str] = CARDS, password_expected: bool | None = None,
+                 tamper: bool = True) -> None:
+        self.tamper = tamper  # card A's third boot, after its keys were changed behind the guard (check 10)
         self.image, self.arch, self.key, self.out_dir, self.timeout = image, arch, key, out_dir, timeout
         self.manifest = manifest or {}
         self.grows, self.reset_at_key, self.key_count = grows, reset_at_key, key_count
@@ -53,7 +55,7 @@ class BootTest:
                       timeout=self.timeout, key_count=self.key_count)
         cards.card_bytes = card_bytes(self.image)
         boots: dict[str, Boot] = {}
-        for card, plan in plans(self.reset_at_key).items():
+        for card, plan in plans(self.reset_at_key, self.tamper).items():
             if card in self.cards and (card == "B" or facts.firstboot):
                 boots.update(cards.card(prepared, cards_dir, card, plan, retries))
         return boots

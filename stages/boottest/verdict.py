@@ -41,13 +41,17 @@ def second_boot(a1: Boot, a2: Boot) -> Check:
     served = sorted(fingerprint(k) for k in a2.keys)
     unit = p2.get("firstboot_unit", {})
     span = int(unit.get("ExecMainExitTimestampMonotonic") or 0) - int(unit.get("ExecMainStartTimestampMonotonic") or 0)
+    on_card = known_hosts_keys(a1.after_cut_known_hosts)
     ev = {"power_cut_after": a1.cut_after, "first_boot_fingerprints": sorted(a1.fingerprints), "served": served,
+          "published_on_card_after_cut": len(on_card),
           "published_after": len(published), "unit_result": unit.get("Result"),
           "unit_seconds": round(span / 1e6, 3) if span > 0 else None, **guard_verdict(a2.log)}
     cut_ok = a1.cut_after is not None and a1.cut_after <= POWER_CUT_LIMIT
     ok = cut_ok and bool(a2.keys) and served == sorted(a1.fingerprints) and a2.keys == published \
-        and ev["unit_result"] == "success"
+        and on_card == a2.keys and ev["unit_result"] == "success"
     why = (f"power cut {a1.cut_after} s after the unit finished ({a1.error})" if not cut_ok else
+           f"right after the power cut the card's published known_hosts held {len(on_card)} keys, not the "
+           f"{len(a2.keys)} served: the publication was not on the card yet" if on_card != a2.keys and a2.keys else
            "sshd serves keys the first boot never published: its keys were lost in the power cut"
            if served != sorted(a1.fingerprints) else
            f"the published known_hosts after the power cut holds {len(published)} keys, sshd serves {len(a2.keys)}"

@@ -39,7 +39,7 @@ def groups(base: Path) -> dict[str, tuple[list[s.Sabotage], tuple[str, ...], dic
         "rngd-password-fsync": ([s.rngd_on_urandom, s.password_logins_on, s.no_fsync], ("B", "A"), {
             "4": r"password attempt accepted \(expected refused\)",
             "5": r"rngd reads .*/dev/urandom.*, not /dev/hwrng",
-            "6": r"keys the first boot never published|published known_hosts after the power cut",
+            "6": r"publication was not on the card yet|keys the first boot never published",
         }),
         # card C: power cuts while a key maker that is not crash-safe makes keys
         "naive-key-maker": ([s.naive_key_maker], ("C",), {"8": r"pairs broken \['/etc/ssh/ssh_host_rsa_key'\]"}),
@@ -56,7 +56,7 @@ def test_a_sabotaged_copy_fails_exactly_the_matching_checks(group: str, built_ar
     sabotages, cards, expected = groups(base_arm64)[group]
     image = s.sabotaged_copy(built_arm64, tmp_path / "out", group, sabotages)
     with timed("boot", f"negative control {group}"):
-        report = boot_test_for(image, str(user_key), read_manifest(image), cards=cards).run()
+        report = boot_test_for(image, str(user_key), read_manifest(image), cards=cards, tamper=False).run()
     checks = {c["number"]: c for c in report["checks"]}
     failed = sorted(n for n, c in checks.items() if c["ok"] is False)
     assert failed == sorted(expected), {n: checks[n]["detail"] for n in failed}
