@@ -161,7 +161,8 @@ def timeline(b: Boot) -> dict[str, float]:
             at = next((float(t) for t, line in p.get("kernel", {}).get("lines", []) if text in line), None)
             if at is not None:
                 points[name] = round(start + at, 1)
-        keys = [float(k["mtime_monotonic"]) for k in p.get("host_keys", []) if "mtime_monotonic" in k]
+        now = float(p.get("clocks", {}).get("monotonic", 0.0))
+        keys = [float(k["mtime_monotonic"]) for k in p.get("host_keys", []) if 0 <= k.get("mtime_monotonic", -1) <= now]
         if keys:
             points["keys"] = round(start + min(keys), 1)
     if b.ssh_seconds is not None:
