@@ -369,6 +369,21 @@ def test_a_write_of_one_byte_at_a_time_is_written_to_the_end(fb, tmp_path, monke
     assert sizes[0] == len(text.encode()) and sizes[-1] == 1
 
 
+def test_an_atomic_write_fsyncs_the_file_under_its_new_name_before_its_directory(fb, tmp_path):
+    """The other order left a torn file on vfat at a power cut between the two fsyncs
+    (tests/integration/test_power_cut.py); a millisecond guard of the order."""
+    done: list = []
+
+    class Recording(fb.fileops.FileOps):
+        def tick(self, what):
+            done.append(what.replace(str(tmp_path), "DIR"))
+
+    Recording(None).write_atomic(str(tmp_path / "known_hosts"), "host ssh-ed25519 AAAA\n")
+
+    assert done == ["write DIR/.entropi-known_hosts.tmp", "fsync DIR/.entropi-known_hosts.tmp",
+                    "rename DIR/.entropi-known_hosts.tmp -> DIR/known_hosts", "fsync DIR/known_hosts", "fsync dir DIR"]
+
+
 def test_a_write_that_makes_no_progress_raises_and_keeps_the_old_file(fb, tmp_path, monkeypatch):
     good = tmp_path / "known_hosts"
     good.write_text("the good one\n")
