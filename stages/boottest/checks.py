@@ -119,8 +119,9 @@ def fresh_keys(b: Boot, facts: Facts) -> Check:
           "pre_baked_served": baked_fps}
     same = not facts.firstboot or (b.keys == published and console == served)
     return _check("3", "host keys published and fresh", bool(b.keys) and same and not baked,
-                  f"{len(b.keys)} keys served = published on the boot partition = console fingerprints; none of "
-                  f"the {len(facts.pre_baked)} keys in the image and its base",
+                  f"{len(b.keys)} keys served"
+                  f"{' = published on the boot partition = console fingerprints' if facts.firstboot else ''}; none "
+                  f"of the {len(facts.pre_baked)} keys in the image and its base",
                   f"served {len(b.keys)}, published match={b.keys == published}, console match={console == served}, "
                   f"pre-baked keys served: {len(baked)} ({', '.join(baked_fps)})", ev)
 
