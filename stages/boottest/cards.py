@@ -21,7 +21,7 @@ from typing import Any
 from stages.boottest.bootfiles import BootFiles, card_boot_file, card_cmdline
 from stages.boottest.evidence import Boot, keyscan, known_hosts_keys
 from stages.boottest.login import login_and_password
-from stages.boottest.machine import Machine, run_qemu_img
+from stages.boottest.machine import Machine, overlay
 from stages.boottest.prepare import Facts
 from stages.boottest.tamper import tamper
 from stages.core import progress
@@ -125,7 +125,7 @@ class Cards:
         for attempt in range(RETRIES + 1):
             disk = cards / f"card-{card}.qcow2"
             disk.unlink(missing_ok=True)
-            card_overlay(prepared, disk, self.card_bytes)
+            overlay(prepared, "qcow2", disk, self.card_bytes)
             done = {}
             for n, (label, cut_at) in enumerate(plan):
                 tampered = tamper(disk, "/etc/ssh/ssh_host_ed25519_key") if label == "A3" else {}
@@ -145,10 +145,6 @@ class Cards:
                 for label, _ in plan}
 
     card_bytes: int = 0
-
-
-def card_overlay(prepared: Path, disk: Path, size: int) -> None:
-    run_qemu_img(["create", "-q", "-f", "qcow2", "-b", str(prepared), "-F", "qcow2", str(disk), str(size)])
 
 
 def timeline(b: Boot) -> dict[str, float]:

@@ -13,7 +13,7 @@ from stages.boottest.bootfiles import extract_boot_files
 from stages.boottest.cards import PROBE_ARGS, Cards, plans, timings
 from stages.boottest.checks import Check, not_applicable
 from stages.boottest.evidence import Boot
-from stages.boottest.machine import card_bytes, card_dir, run_qemu_img
+from stages.boottest.machine import card_bytes, card_dir, overlay
 from stages.boottest.prepare import Facts, prepare
 from stages.boottest.static import config_check
 from stages.boottest.verdict import evaluate
@@ -68,7 +68,7 @@ class BootTest:
             before = sha256_file(self.image)
             with card_dir(self.work) as cards_dir:
                 prepared = cards_dir / "prepared.qcow2"
-                card_overlay_raw(self.image, prepared)
+                overlay(self.image, "raw", prepared, self.image.stat().st_size)  # the cards' common one
                 with progress.step("read the image and put the probe on the cards"):
                     facts = prepare(self.image, prepared, self.manifest)
                 self._settings_from(facts)
@@ -105,10 +105,3 @@ class BootTest:
         path.write_text(json.dumps(report, indent=2) + "\n")
         path.with_suffix(".md").write_text(markdown.render(report))
         return report
-
-
-def card_overlay_raw(image: Path, prepared: Path) -> None:
-    """The cards' common overlay, straight over the raw image."""
-    run_qemu_img(["create", "-q", "-f", "qcow2", "-b", str(image.resolve()), "-F", "raw", str(prepared),
-                  str(image.stat().st_size)])
-

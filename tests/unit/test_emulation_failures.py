@@ -18,9 +18,8 @@ from stages.boottest.bootfiles import BootFiles
 from stages.boottest.cards import RETRIES, Cards
 from stages.boottest.evidence import Boot
 from stages.boottest.faults import Failure, find_failure
-from stages.boottest.machine import Machine
+from stages.boottest.machine import Machine, overlay
 from stages.boottest.prepare import Facts
-from stages.boottest.session import card_overlay_raw
 from stages.boottest.verdict import summary
 from stages.image.disk import Partition
 
@@ -119,7 +118,7 @@ class ScriptedCards(Cards):
         self.booted: list[str] = []
         self.work.mkdir(parents=True)
         self.prepared = out / "prepared.qcow2"
-        card_overlay_raw(image, self.prepared)
+        overlay(image, "raw", self.prepared, image.stat().st_size)
 
     def boot(self, disk: Path, label: str, *, cut_at: str | None = None, again: bool = False) -> Boot:
         assert disk.is_file()
@@ -248,7 +247,7 @@ def test_later_boots_read_cmdline_txt_from_the_card_as_it_is_now(tmp_path: Path)
     cmdline.write_text("console=serial0,115200 root=PARTUUID=1111aaaa-02 rootwait resize\n")
     run(["mcopy", "-i", f"{image}@@{boot.start}", str(cmdline), "::cmdline.txt"], env=MTOOLS_ENV)
     card = tmp_path / "card.qcow2"
-    card_overlay_raw(image, card)
+    overlay(image, "raw", card, image.stat().st_size)
     assert "root=PARTUUID=1111aaaa-02" in card_cmdline(card, boot, "arm64").split()
     # what the first boot did: a new disk id in cmdline.txt, written to the card (not the image)
     raw = tmp_path / "boot.raw"
