@@ -30,7 +30,8 @@ def guard_verdict(log: str) -> dict[str, Any]:
         verdict = json.loads(m.group(1)) if m else {}
     except ValueError:
         verdict = {}
-    return {"guard_action": verdict.get("action"), "guard_seconds": verdict.get("guard_seconds")}
+    return {"guard_action": verdict.get("action"), "guard_seconds": verdict.get("guard_seconds"),
+            "guard_quick_check": bool(verdict.get("quick_check"))}
 
 
 def second_boot(a1: Boot, a2: Boot) -> Check:
