@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -17,7 +16,7 @@ from stages.boottest.checks import (
     not_applicable,
     rngd_feeds,
 )
-from stages.boottest.evidence import Boot, fingerprint, known_hosts_keys
+from stages.boottest.evidence import Boot, fingerprint, guard_line, known_hosts_keys
 from stages.boottest.prepare import Facts
 
 POWER_CUT_LIMIT = 1.0  # seconds from the first-boot unit's last line to QEMU killed
@@ -25,13 +24,9 @@ POWER_CUT_LIMIT = 1.0  # seconds from the first-boot unit's last line to QEMU ki
 
 def guard_verdict(log: str) -> dict[str, Any]:
     """The guard's own line of this boot (action, guard_seconds): shown as evidence, never a verdict."""
-    m = re.search(r"ENTROPI-FIRSTBOOT (\{.*\})", log)
-    try:
-        verdict = json.loads(m.group(1)) if m else {}
-    except ValueError:
-        verdict = {}
-    return {"guard_action": verdict.get("action"), "guard_seconds": verdict.get("guard_seconds"),
-            "guard_quick_check": bool(verdict.get("quick_check"))}
+    said = guard_line(log)
+    return {"guard_action": said.get("action"), "guard_seconds": said.get("guard_seconds"),
+            "guard_quick_check": bool(said.get("quick_check"))}
 
 
 def second_boot(a1: Boot, a2: Boot) -> Check:
