@@ -2,7 +2,8 @@
 
 A run that ends clean (a committed set that is not provisional, published on the boot
 partition and in /etc/issue, no warning, no error) records in /var/lib/entropi/quick-check
-the stat and SHA-256 lines of every file its decision rests on; the guard then skips the
+a line per file its decision rests on (type, mode, owner, size, and the change time: on ext4
+the inode and status change time, on FAT the modification time); the guard then skips the
 program at every boot where those lines are the same. Any other run removes the state, so
 the next boot runs the program again. The lines come from the guard itself (its --listing),
 so what is recorded and what is compared are made by the same code.

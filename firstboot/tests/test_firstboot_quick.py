@@ -61,6 +61,11 @@ def test_an_unchanged_card_passes_the_quick_check_and_says_so_without_the_progra
     assert verdict["fingerprints"] == clean_card["fingerprints"] and verdict["provisional"] is False
 
 
+def rewrite_same_bytes(path):
+    data = path.read_bytes()
+    path.write_bytes(data)  # the same content: the change time still moves
+
+
 def replace_key(tree, tmp_path):
     make_pair(tmp_path / "other")
     shutil.copy(str(tmp_path / "other"), str(tree.key("ed25519")))
@@ -79,6 +84,9 @@ CHANGES = {
     "the published known_hosts": lambda tree, tmp: (tree.out / "known_hosts").write_text(""),
     "/etc/issue": lambda tree, tmp: (tree.root / "etc/issue").write_text("Debian\n"),
     "/etc/hostname": lambda tree, tmp: (tree.root / "etc/hostname").write_text("other\n"),
+    "a key rewritten with the same bytes": lambda tree, tmp: rewrite_same_bytes(tree.key("ed25519")),
+    "a key restored from a copy": lambda tree, tmp: (shutil.copy2(str(tree.key("ecdsa")), str(tmp / "k")),
+                                                     os.replace(str(tmp / "k"), str(tree.key("ecdsa")))),
     "the state removed": lambda tree, tmp: (tree.root / "var/lib/entropi/quick-check").unlink(),
     "the state damaged": lambda tree, tmp: (tree.root / "var/lib/entropi/quick-check").write_text("--\n"),
     "the state of another version": lambda tree, tmp: (tree.root / "var/lib/entropi/quick-check").write_text(
