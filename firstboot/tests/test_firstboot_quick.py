@@ -129,3 +129,10 @@ def test_a_boot_partition_that_could_not_be_published_to_removes_the_state(guard
     assert code == 0 and verdict["action"] == "republished" and verdict["warnings"]
     assert not (tree.root / "var/lib/entropi/quick-check").exists()
     assert SLOW in boot(guard, tree).stdout
+
+
+def test_the_guard_tells_the_program_the_kernels_view_at_its_start(guard, tree):
+    guard.with_name("entropi-firstboot").write_text('#!/bin/sh\necho "view: $ENTROPI_GUARD_START"\n')
+    done = boot(guard, tree)  # no state: the program runs
+    up, avail, pool = done.stdout.split(": ", 1)[1].split()
+    assert float(up) > 0 and int(avail) >= 0 and int(pool) > 0, done.stdout

@@ -1,8 +1,8 @@
 """A boot in which the kernel's crng is not ready when entropi's guard starts (for the test of the
 entropy wait): on a COPY of a built image, with libguestfs, the kernel is told to run a small
-wrapper as init that starts the guard before systemd (and so before udev loads the hardware RNG's
-module and before rngd), then hands over to systemd. Nothing of entropi's is changed; the later
-boot's own unit then finds the committed set.
+wrapper as init that starts the guard (the unit's ExecStart, entropi-guard) before systemd, and
+so before udev loads the hardware RNG's module and before rngd, then hands over to systemd.
+Nothing of entropi's is changed; the later boot's own unit then finds the committed set.
 
 The wrapper writes a line to the kernel log (/dev/kmsg) right before the guard starts, so the
 console carries the kernel's timestamp of that moment next to its own "crng init done".
@@ -25,7 +25,7 @@ _SCRIPT = f"""#!/bin/sh
 mount -o remount,rw /
 mount {{boot}} || echo "entropi-boottest: the boot partition did not mount" >/dev/kmsg
 echo "{STARTS} (entropy_avail $(cat /proc/sys/kernel/random/entropy_avail))" >/dev/kmsg
-/usr/lib/entropi/entropi-firstboot
+/usr/lib/entropi/entropi-guard
 echo "{ENDED} (exit $?)" >/dev/kmsg
 umount {{boot}}
 mount -o remount,ro /
