@@ -120,6 +120,23 @@ class Machine:
             view["rngd_running"] = self.rngd_running()
         return view
 
+    def guard_view(self) -> Optional[Dict[str, Any]]:
+        """The kernel's view when entropi-guard started (its ENTROPI_GUARD_START: uptime,
+        entropy_avail, poolsize), on the monotonic clock; None without it or on a kernel with
+        the old 4096-bit pool (there the program's own look is as good: its interpreter's
+        start does not make the kernel ready)."""
+        fields = os.environ.get("ENTROPI_GUARD_START", "").split()
+        now_up = self.uptime()
+        try:
+            up, avail, poolsize = float(fields[0]), int(fields[1]), int(fields[2])
+        except (IndexError, ValueError):
+            return None
+        if poolsize != NEW_POOL_BITS or now_up is None or not 0 <= now_up - up < 3600:
+            return None
+        return {"monotonic": round(seams.monotonic() - (now_up - up), 3), "uptime": up,
+                "crng_ready": avail >= NEW_POOL_BITS, "entropy_avail": avail, "poolsize": poolsize,
+                "seen_by": "entropi-guard"}
+
     def mount(self, path: str) -> Optional[Tuple[str, bool]]:
         """(file system type, read-only) of the file system mounted exactly at ``path``,
         from /proc/self/mountinfo; None when nothing is mounted there (an unmounted boot

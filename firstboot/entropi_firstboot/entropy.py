@@ -47,7 +47,11 @@ def ready_now(run: Run) -> bool:
 
 def wait_for_entropy(run: Run) -> bool:
     """Wait for the crng (blocking getrandom) and, on old kernels, the level; False on timeout."""
-    start = seams.monotonic()
+    now = seams.monotonic()
+    # Not ready when the guard started: the wait began then (the interpreter's start may
+    # have had the kernel collect jitter entropy since, see entropi-guard).
+    unready_at_start = run.start_snapshot.get("crng_ready") is False
+    start = min(now, float(run.start_snapshot.get("monotonic", now))) if unready_at_start else now
     run.wait = _wait_settings(run)
     deadline = start + run.wait["timeout"]
     legacy = run.wait["legacy_pool"]
@@ -56,7 +60,11 @@ def wait_for_entropy(run: Run) -> bool:
         % ("ready" if ready else "not ready", ", entropy_avail >= %d" % run.wait["min_entropy"] if legacy else "",
            run.wait["timeout"]))
     if ready:
-        run.crng_ready_at = round(start, 3)
+        run.crng_ready_at = round(now, 3)
+        if unready_at_start:
+            log("the crng was not ready when the guard started (entropy_avail %s/%s at %ss of uptime); "
+                "ready %.1fs later" % (run.start_snapshot.get("entropy_avail"), run.start_snapshot.get("poolsize"),
+                                        run.start_snapshot.get("uptime"), now - start))
     elif ready is False:
         ready = _wait_for_crng(run, deadline)
     level_ok = ready is not False and _wait_for_level(run, deadline, ready is None)

@@ -118,11 +118,16 @@ class FileOps:
                 pass
             raise
         self.rename(tmp, path)
-        self.fsync_dir(directory)
         # vfat (the boot partition) writes a renamed file's size and first cluster into its
-        # new directory entry only when the file's inode is written back (30 s later): a
-        # reset before that left empty files. fsync under the new name writes it now.
+        # new directory entry only when the file's inode is written back (30 s later): fsync
+        # under the new name writes that entry now, and must come before the directory's
+        # fsync. The other way round, the directory's fsync made the new entry durable still
+        # empty (a new file) or still naming the old file's clusters, already freed (a
+        # replaced one: unreadable), until the file's fsync: a power cut between them left it
+        # torn (tests/integration/test_power_cut.py found both). On ext4 the file's fsync
+        # commits the rename too.
         self.fsync_path(path)
+        self.fsync_dir(directory)
 
 
 def write_all(fd: int, data: bytes, name: str) -> None:

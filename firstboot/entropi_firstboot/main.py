@@ -10,7 +10,7 @@ import json
 import os
 from typing import Any, Dict, List, Optional
 
-from . import PROG, FirstbootError, log
+from . import PROG, FirstbootError, log, quick
 from . import committed as committed_set
 from .config import CONFIG_PATH, ConfigError, default_config, load_config
 from .device import COMMITTED, Machine
@@ -173,6 +173,10 @@ def main(argv: Optional[List[str]] = None, began: Optional[float] = None) -> int
             code = EXIT_ERROR
     if run.end_snapshot is None:  # no wait in this run: the view as it ends
         run.end_snapshot = run.machine.snapshot(full=False)
+    try:  # before the verdict line: a power cut right after it finds the state on disk
+        quick.settle(run, run.verdict())
+    except OSError as exc:
+        log("the quick check's state was not recorded (the next boot runs the whole check): %s" % exc)
     report(run)
     if ops.fault_after is not None:  # tells the crash tests how many operations there are
         log("fault injection: the run ended after %d file operations" % ops.count)

@@ -21,7 +21,8 @@ class Run:
         self.machine = machine
         self.config = config
         self.ops = ops
-        self.began = seams.monotonic() if began is None else began
+        guard = machine.guard_view()  # the guard's start, when it started the program
+        self.began = guard["monotonic"] if guard else seams.monotonic() if began is None else began
         self.warnings: List[str] = []
         self.findings: List[str] = []
         self.removed: List[Dict[str, str]] = []
@@ -41,7 +42,7 @@ class Run:
         self.phase = "start"
         self.error: Optional[str] = None
         self.config_path = config_path
-        self.start_snapshot = machine.snapshot(full=False)
+        self.start_snapshot = guard or machine.snapshot(full=False)
         self.end_snapshot: Optional[Dict[str, Any]] = None
         self.boot = self._boot_partition(config["boot_dir"])
 

@@ -369,6 +369,21 @@ def test_a_write_of_one_byte_at_a_time_is_written_to_the_end(fb, tmp_path, monke
     assert sizes[0] == len(text.encode()) and sizes[-1] == 1
 
 
+def test_an_atomic_write_fsyncs_the_file_under_its_new_name_before_its_directory(fb, tmp_path):
+    """The other order left a torn file on vfat at a power cut between the two fsyncs
+    (tests/integration/test_power_cut.py); a millisecond guard of the order."""
+    done: list = []
+
+    class Recording(fb.fileops.FileOps):
+        def tick(self, what):
+            done.append(what.replace(str(tmp_path), "DIR"))
+
+    Recording(None).write_atomic(str(tmp_path / "known_hosts"), "host ssh-ed25519 AAAA\n")
+
+    assert done == ["write DIR/.entropi-known_hosts.tmp", "fsync DIR/.entropi-known_hosts.tmp",
+                    "rename DIR/.entropi-known_hosts.tmp -> DIR/known_hosts", "fsync DIR/known_hosts", "fsync dir DIR"]
+
+
 def test_a_write_that_makes_no_progress_raises_and_keeps_the_old_file(fb, tmp_path, monkeypatch):
     good = tmp_path / "known_hosts"
     good.write_text("the good one\n")
@@ -418,3 +433,41 @@ def test_the_verdict_line_carries_the_guards_fields(fb, tree, first):
         assert field in first, field
     assert set(first["at_start"]) == set(first["at_end"]) == {"uptime", "crng_ready", "entropy_avail", "poolsize"}
     assert json.loads(json.dumps(first)) == first
+
+
+# --- the kernel's view as entropi-guard started the program -------------------------------
+
+
+def test_a_crng_not_ready_when_the_guard_started_counts_as_a_wait_from_that_moment(fb, tree, clock, crng, capsys,
+                                                                                   monkeypatch):
+    """The interpreter's own start can make the kernel ready (5.18+): the guard's view decides."""
+    monkeypatch.setenv("ENTROPI_GUARD_START", "10.00 6 256")  # /proc/uptime says 12.34 now
+    crng(0)  # ready by the time the program looks
+    code, verdict, out = run(fb, tree, capsys)
+    assert code == 0 and verdict["action"] == "first-run"
+    assert verdict["at_start"] == {"uptime": 10.0, "crng_ready": False, "entropy_avail": 6, "poolsize": 256}
+    assert verdict["waited_seconds"] == 2.34 and verdict["crng_ready_before_keys"] is True
+    assert evidence(tree)["at_start"]["seen_by"] == "entropi-guard"
+
+
+def test_the_guards_view_decides_whether_provisional_keys_are_replaced(fb, tree, clock, crng, capsys, monkeypatch):
+    tree.config({"key_types": FAST_KEYS, "wait_timeout": 5, "on_timeout": "continue"})
+    crng(float("inf"))
+    code, verdict, _ = run(fb, tree, capsys)
+    assert verdict["provisional"] is True
+    crng(0)
+    monkeypatch.setenv("ENTROPI_GUARD_START", "12.00 100 256")  # not ready when the guard started
+    code, verdict, _ = run(fb, tree, capsys)
+    assert verdict["action"] == "unchanged" and verdict["provisional"] is True
+    monkeypatch.setenv("ENTROPI_GUARD_START", "12.00 256 256")  # ready before the guard ran
+    code, verdict, _ = run(fb, tree, capsys)
+    assert verdict["action"] == "provisional-replaced" and verdict["provisional"] is False
+
+
+@pytest.mark.parametrize("value", ["", "garbage", "10.00 6", "10.00 6 4096", "99.00 6 256"])
+def test_a_missing_or_unusable_guard_view_leaves_the_programs_own_look(fb, tree, clock, crng, capsys,
+                                                                      monkeypatch, value):
+    monkeypatch.setenv("ENTROPI_GUARD_START", value)  # 4096: the old pool; 99 s: after "now"
+    crng(0)
+    code, verdict, _ = run(fb, tree, capsys)
+    assert verdict["at_start"]["crng_ready"] is True and verdict["waited_seconds"] == 0.0

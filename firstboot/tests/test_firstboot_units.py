@@ -70,7 +70,7 @@ def card(tmp_path: Path, unit_text: str | None = None, dropin: bool = True) -> P
         shutil.copy(str(target), str(lib / target.name), follow_symlinks=True)
     for name, text in STUBS.items():
         (lib / name).write_text(text)
-    for program in ("/usr/lib/entropi/entropi-firstboot", *PROGRAMS):
+    for program in ("/usr/lib/entropi/entropi-guard", "/usr/lib/entropi/entropi-firstboot", *PROGRAMS):
         path = root / program.lstrip("/")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("#!/bin/sh\n")
@@ -171,7 +171,7 @@ def test_the_guard_runs_every_boot_after_every_key_maker_and_before_sshd():
     assert "sysinit.target" not in s[("Unit", "Before")], "would be an ordering cycle with rngd"
     assert s[("Service", "Type")] == ["oneshot"]
     assert s[("Service", "RemainAfterExit")] == ["yes"]
-    assert s[("Service", "ExecStart")] == ["/usr/lib/entropi/entropi-firstboot"]
+    assert s[("Service", "ExecStart")] == ["/usr/lib/entropi/entropi-guard"]
     assert s[("Service", "StandardOutput")] == ["journal+console"]
     assert s[("Install", "RequiredBy")] == ["ssh.service", "ssh@.service"]
     assert s[("Install", "WantedBy")] == ["multi-user.target"]

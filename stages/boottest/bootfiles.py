@@ -102,16 +102,26 @@ def extract_boot_files(image: Path, arch: str, work: Path) -> BootFiles:
     return BootFiles(kernel, initrd, dtb, qemu_cmdline(cmdline, arch), boot)
 
 
-def card_cmdline(disk: Path, boot: Partition, arch: str) -> str:
-    """cmdline.txt as the card holds it now, adapted for QEMU, as the firmware reads it at every
-    power-on. A first boot may rewrite it (Raspberry Pi OS trixie's initramfs resize gives the
-    disk a new identifier and puts the new root=PARTUUID= there)."""
+def card_boot_file(disk: Path, boot: Partition, name: str) -> bytes | None:
+    """A file of the card's boot partition as the card (qcow2 ``disk``) holds it now; None if absent."""
     fat = disk.with_name(disk.name + ".bootfs")
     try:
         run(["qemu-img", "dd", "-f", "qcow2", "-O", "raw", "bs=512", f"skip={boot.start // 512}",
              f"count={boot.size // 512}", f"if={disk}", f"of={fat}"],
             hint="qemu-img (qemu-utils) reads the card's boot partition; run ./ci/setup")
-        text = fat_read(fat, Partition(boot.number, boot.type_id, 0, boot.size), "cmdline.txt")
+        return fat_read(fat, Partition(boot.number, boot.type_id, 0, boot.size), name)
+    except UserError:
+        return None
     finally:
         fat.unlink(missing_ok=True)
+
+
+def card_cmdline(disk: Path, boot: Partition, arch: str) -> str:
+    """cmdline.txt as the card holds it now, adapted for QEMU, as the firmware reads it at every
+    power-on. A first boot may rewrite it (Raspberry Pi OS trixie's initramfs resize gives the
+    disk a new identifier and puts the new root=PARTUUID= there)."""
+    text = card_boot_file(disk, boot, "cmdline.txt")
+    if text is None:
+        raise UserError(str(disk), "the card's boot partition has no readable cmdline.txt",
+                        hint="a Raspberry Pi image keeps cmdline.txt on its FAT boot partition")
     return qemu_cmdline(text.decode(errors="replace").strip(), arch)

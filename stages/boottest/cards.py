@@ -18,10 +18,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from stages.boottest.bootfiles import BootFiles, card_cmdline
+from stages.boottest.bootfiles import BootFiles, card_boot_file, card_cmdline
 from stages.boottest.evidence import Boot, keyscan, known_hosts_keys
 from stages.boottest.login import login_and_password
-from stages.boottest.machine import Machine, run_qemu_img
+from stages.boottest.machine import Machine, overlay
 from stages.boottest.prepare import Facts
 from stages.boottest.tamper import tamper
 from stages.core import progress
@@ -33,8 +33,9 @@ RETRIES = 1  # a card whose boot hit a named emulator fault (faults.EMULATOR_FAU
 Plan = list[tuple[str, "str | None"]]
 
 
-def plans(key_type: str) -> dict[str, Plan]:
-    return {"B": [("B", None)], "A": [("A1", UNIT_DONE), ("A2", None), ("A3", None)],
+def plans(key_type: str, tamper: bool = True) -> dict[str, Plan]:
+    """The boots of each card; ``tamper``: card A boots a third time after its keys were changed."""
+    return {"B": [("B", None)], "A": [("A1", UNIT_DONE), ("A2", None), *([("A3", None)] if tamper else [])],
             "C": [("C1", rf"making the {key_type} host key"), ("C2", COMMIT_WINDOW), ("C3", None)]}
 
 
@@ -61,13 +62,17 @@ class Cards:
                     vm.kill()  # the power cut
                     result.cut_after = round(time.monotonic() - vm.unseen_at, 3)
                     result.cut_line = m.group(0)
+                    # what the card holds the moment the power is gone, before anything boots again
+                    published = card_boot_file(disk, files.boot_part, "entropi/known_hosts")
+                    result.after_cut_known_hosts = published.decode(errors="replace") if published else ""
                 else:
                     result.error = f"never saw {cut_at!r} on the console"
             else:
                 self._until_ssh(vm, result)
                 if result.keys:
                     self._examine(vm, result)
-            result.fingerprints = re.findall(r"ENTROPI-FINGERPRINT \d+ (SHA256:\S+)", vm.text())
+            # each run of the guard says them (a boot may run it twice: the test of the entropy wait)
+            result.fingerprints = list(dict.fromkeys(re.findall(r"ENTROPI-FINGERPRINT \d+ (SHA256:\S+)", vm.text())))
             vm.poll_milestones()
             result.milestones, result.log, result.failure = dict(vm.milestones), vm.text(), vm.failure()
         return result
@@ -121,7 +126,7 @@ class Cards:
         for attempt in range(RETRIES + 1):
             disk = cards / f"card-{card}.qcow2"
             disk.unlink(missing_ok=True)
-            card_overlay(prepared, disk, self.card_bytes)
+            overlay(prepared, "qcow2", disk, self.card_bytes)
             done = {}
             for n, (label, cut_at) in enumerate(plan):
                 tampered = tamper(disk, "/etc/ssh/ssh_host_ed25519_key") if label == "A3" else {}
@@ -143,10 +148,6 @@ class Cards:
     card_bytes: int = 0
 
 
-def card_overlay(prepared: Path, disk: Path, size: int) -> None:
-    run_qemu_img(["create", "-q", "-f", "qcow2", "-b", str(prepared), "-F", "qcow2", str(disk), str(size)])
-
-
 def timeline(b: Boot) -> dict[str, float]:
     """Milestones in seconds since power on: console lines seen by the host, and the kernel's own
     times (hwrng, crng, first key written) placed after the moment the kernel started."""
@@ -157,7 +158,8 @@ def timeline(b: Boot) -> dict[str, float]:
             at = next((float(t) for t, line in p.get("kernel", {}).get("lines", []) if text in line), None)
             if at is not None:
                 points[name] = round(start + at, 1)
-        keys = [float(k["mtime_monotonic"]) for k in p.get("host_keys", []) if "mtime_monotonic" in k]
+        now = float(p.get("clocks", {}).get("monotonic", 0.0))
+        keys = [float(k["mtime_monotonic"]) for k in p.get("host_keys", []) if 0 <= k.get("mtime_monotonic", -1) <= now]
         if keys:
             points["keys"] = round(start + min(keys), 1)
     if b.ssh_seconds is not None:

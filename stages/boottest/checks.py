@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from stages.boottest.evidence import Boot, fingerprint, known_hosts_keys, known_hosts_names
+from stages.boottest.evidence import Boot, fingerprint, guard_line, known_hosts_keys, known_hosts_names
 from stages.boottest.prepare import Facts
 
 MIB = 1 << 20
@@ -100,6 +100,9 @@ def crng_before_keys(b: Boot, facts: Facts) -> Check:
           "last_key_written_at": times[-1] if times else None, "probe_at": now,
           "firstboot_started_at": started or None, "wall_clock_moved": spread, "firstboot_result": unit.get("Result"),
           "waited_for_crng": round(max(0.0, crng - started), 3) if crng is not None and started else None}
+    said = guard_line(b.log)  # what the guard says of its wait, beside the kernel's own times
+    ev["guard_says"] = {"waited_seconds": said.get("waited_seconds"), "at_start": said.get("at_start"),
+                        "at_end": said.get("at_end")} if said else None
     ok = crng is not None and bool(times) and crng <= times[0] and times[-1] <= now and spread <= 1.0 and unit_ok
     return _check("2", "crng ready before the keys", ok,
                   f"crng init at {crng} s (kernel log), keys written {ev['first_key_written_at']}-"
@@ -119,8 +122,9 @@ def fresh_keys(b: Boot, facts: Facts) -> Check:
           "pre_baked_served": baked_fps}
     same = not facts.firstboot or (b.keys == published and console == served)
     return _check("3", "host keys published and fresh", bool(b.keys) and same and not baked,
-                  f"{len(b.keys)} keys served = published on the boot partition = console fingerprints; none of "
-                  f"the {len(facts.pre_baked)} keys in the image and its base",
+                  f"{len(b.keys)} keys served"
+                  f"{' = published on the boot partition = console fingerprints' if facts.firstboot else ''}; none "
+                  f"of the {len(facts.pre_baked)} keys in the image and its base",
                   f"served {len(b.keys)}, published match={b.keys == published}, console match={console == served}, "
                   f"pre-baked keys served: {len(baked)} ({', '.join(baked_fps)})", ev)
 

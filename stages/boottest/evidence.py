@@ -8,6 +8,8 @@ unit's ``ENTROPI-FINGERPRINT`` console lines (what it says it published).
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,7 +36,19 @@ class Boot:
     failure: Failure | None = None  # the console line that ended the boot, and whose fault it was
     cut_line: str = ""  # the console line at which the power was cut
     cut_after: float | None = None  # seconds from that line reaching the console log to QEMU killed
+    after_cut_known_hosts: str = ""  # entropi/known_hosts on the card right after the power cut
     tampered: dict[str, str] = field(default_factory=dict)  # host keys written behind the guard's back, by file
+
+
+def guard_line(log: str) -> dict[str, Any]:
+    """The first ``ENTROPI-FIRSTBOOT {json}`` line of a boot: what the guard says it found and did
+    (shown as evidence beside the independent readings, never a verdict); {} when there is none."""
+    m = re.search(r"ENTROPI-FIRSTBOOT (\{.*\})", log)
+    try:
+        said = json.loads(m.group(1)) if m else {}
+    except ValueError:
+        return {}
+    return said if isinstance(said, dict) else {}
 
 
 def keyscan(port: int, timeout: int = 10) -> list[str]:

@@ -165,8 +165,11 @@ def card_dir(work: Path) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def run_qemu_img(args: list[str]) -> None:
-    run(["qemu-img", *args], hint="qemu-img (qemu-utils) makes the cards' overlays; run ./ci/setup")
+def overlay(backing: Path, backing_format: str, dest: Path, size: int) -> Path:
+    """A qcow2 overlay ``dest`` of ``size`` bytes over ``backing`` (raw or qcow2), which is never written."""
+    run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(backing.resolve()), "-F", backing_format,
+         str(dest), str(size)], hint="qemu-img (qemu-utils) makes the cards' overlays; run ./ci/setup")
+    return dest
 
 
 def card_bytes(image: Path) -> int:
@@ -174,9 +177,6 @@ def card_bytes(image: Path) -> int:
     return next_pow2(image.stat().st_size + 1)
 
 
-def make_overlay(image: Path, overlay: Path) -> Path:
+def make_overlay(image: Path, overlay_path: Path) -> Path:
     """A qcow2 overlay over ``image`` with a power-of-two virtual size (QEMU's SD card rule)."""
-    size = next_pow2(image.stat().st_size)
-    run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(image.resolve()), "-F", "raw",
-         str(overlay), str(size)])
-    return overlay
+    return overlay(image, "raw", overlay_path, next_pow2(image.stat().st_size))

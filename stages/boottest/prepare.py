@@ -87,7 +87,8 @@ def _set_password(g: GuestHandle, user: str, hashed: str) -> bool:
     for i, line in enumerate(lines):
         fields = line.split(":")
         if fields[0] == user and len(fields) > 2:
-            fields[1], lines[i], found = hashed, ":".join(fields), True
+            fields[1] = hashed
+            lines[i], found = ":".join(fields), True
     if found:
         write_text(g, "/etc/shadow", "\n".join(lines) + "\n", 0o640)
     return found

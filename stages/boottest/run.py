@@ -71,7 +71,8 @@ def password_expected(manifest: dict[str, Any], image: Path) -> bool | None:
     return allowed
 
 
-def boot_test_for(image: Path, key: str, manifest: dict[str, Any], cards: Sequence[str] = CARDS) -> BootTest:
+def boot_test_for(image: Path, key: str, manifest: dict[str, Any], cards: Sequence[str] = CARDS,
+                  tamper: bool = True) -> BootTest:
     """The BootTest of ``image``: settings from the build's ``manifest`` when there is one."""
     settings = manifest.get("settings", {})
     expansion = manifest.get("image", {}).get("first_boot_expansion", "unknown")
@@ -80,7 +81,7 @@ def boot_test_for(image: Path, key: str, manifest: dict[str, Any], cards: Sequen
                     out_dir=image.parent, timeout=settings.get("boot_test", {}).get("timeout", 900),
                     manifest=manifest, grows=expansion not in (None, "none"),
                     reset_at_key=key_types[-1] if key_types else "", key_count=len(key_types), cards=cards,
-                    password_expected=password_expected(manifest, image))
+                    password_expected=password_expected(manifest, image), tamper=tamper)
 
 
 def boot_test(image: str, recipe: str, key: str, sets: Sequence[str] = ()) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from stages.boottest.bootfiles import extract_boot_files
 from stages.boottest.cards import PROBE_ARGS, Cards, plans, timings
 from stages.boottest.checks import Check, not_applicable
 from stages.boottest.evidence import Boot
-from stages.boottest.machine import card_bytes, card_dir, run_qemu_img
+from stages.boottest.machine import card_bytes, card_dir, overlay
 from stages.boottest.prepare import Facts, prepare
 from stages.boottest.static import config_check
 from stages.boottest.verdict import evaluate
@@ -27,7 +27,9 @@ CARDS = ("B", "A", "C")
 class BootTest:
     def __init__(self, image: Path, arch: str, *, key: Path | None, out_dir: Path, timeout: int = 900,
                  manifest: dict[str, Any] | None = None, grows: bool = True, reset_at_key: str = "",
-                 key_count: int = 0, cards: Sequence[str] = CARDS, password_expected: bool | None = None) -> None:
+                 key_count: int = 0, cards: Sequence[str] = CARDS, password_expected: bool | None = None,
+                 tamper: bool = True) -> None:
+        self.tamper = tamper  # card A's third boot, after its keys were changed behind the guard (check 10)
         self.image, self.arch, self.key, self.out_dir, self.timeout = image, arch, key, out_dir, timeout
         self.manifest = manifest or {}
         self.grows, self.reset_at_key, self.key_count = grows, reset_at_key, key_count
@@ -53,7 +55,7 @@ class BootTest:
                       timeout=self.timeout, key_count=self.key_count)
         cards.card_bytes = card_bytes(self.image)
         boots: dict[str, Boot] = {}
-        for card, plan in plans(self.reset_at_key).items():
+        for card, plan in plans(self.reset_at_key, self.tamper).items():
             if card in self.cards and (card == "B" or facts.firstboot):
                 boots.update(cards.card(prepared, cards_dir, card, plan, retries))
         return boots
@@ -66,7 +68,7 @@ class BootTest:
             before = sha256_file(self.image)
             with card_dir(self.work) as cards_dir:
                 prepared = cards_dir / "prepared.qcow2"
-                card_overlay_raw(self.image, prepared)
+                overlay(self.image, "raw", prepared, self.image.stat().st_size)  # the cards' common one
                 with progress.step("read the image and put the probe on the cards"):
                     facts = prepare(self.image, prepared, self.manifest)
                 self._settings_from(facts)
@@ -103,10 +105,3 @@ class BootTest:
         path.write_text(json.dumps(report, indent=2) + "\n")
         path.with_suffix(".md").write_text(markdown.render(report))
         return report
-
-
-def card_overlay_raw(image: Path, prepared: Path) -> None:
-    """The cards' common overlay, straight over the raw image."""
-    run_qemu_img(["create", "-q", "-f", "qcow2", "-b", str(image.resolve()), "-F", "raw", str(prepared),
-                  str(image.stat().st_size)])
-

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -17,7 +16,7 @@ from stages.boottest.checks import (
     not_applicable,
     rngd_feeds,
 )
-from stages.boottest.evidence import Boot, fingerprint, known_hosts_keys
+from stages.boottest.evidence import Boot, fingerprint, guard_line, known_hosts_keys
 from stages.boottest.prepare import Facts
 
 POWER_CUT_LIMIT = 1.0  # seconds from the first-boot unit's last line to QEMU killed
@@ -25,12 +24,15 @@ POWER_CUT_LIMIT = 1.0  # seconds from the first-boot unit's last line to QEMU ki
 
 def guard_verdict(log: str) -> dict[str, Any]:
     """The guard's own line of this boot (action, guard_seconds): shown as evidence, never a verdict."""
-    m = re.search(r"ENTROPI-FIRSTBOOT (\{.*\})", log)
-    try:
-        verdict = json.loads(m.group(1)) if m else {}
-    except ValueError:
-        verdict = {}
-    return {"guard_action": verdict.get("action"), "guard_seconds": verdict.get("guard_seconds")}
+    said = guard_line(log)
+    return {"guard_action": said.get("action"), "guard_seconds": said.get("guard_seconds"),
+            "guard_quick_check": bool(said.get("quick_check"))}
+
+
+def unit_span(unit: dict[str, Any]) -> float | None:
+    """Seconds from systemd starting a unit's main process to its exit (systemd's timestamps)."""
+    span = int(unit.get("ExecMainExitTimestampMonotonic") or 0) - int(unit.get("ExecMainStartTimestampMonotonic") or 0)
+    return round(span / 1e6, 3) if span > 0 else None
 
 
 def second_boot(a1: Boot, a2: Boot) -> Check:
@@ -40,14 +42,19 @@ def second_boot(a1: Boot, a2: Boot) -> Check:
     published = known_hosts_keys(p2.get("known_hosts"))
     served = sorted(fingerprint(k) for k in a2.keys)
     unit = p2.get("firstboot_unit", {})
-    span = int(unit.get("ExecMainExitTimestampMonotonic") or 0) - int(unit.get("ExecMainStartTimestampMonotonic") or 0)
+    span = unit_span(unit)
+    reference = unit_span(p2.get("reference_unit", {}))
+    on_card = known_hosts_keys(a1.after_cut_known_hosts)
     ev = {"power_cut_after": a1.cut_after, "first_boot_fingerprints": sorted(a1.fingerprints), "served": served,
+          "published_on_card_after_cut": len(on_card),
           "published_after": len(published), "unit_result": unit.get("Result"),
-          "unit_seconds": round(span / 1e6, 3) if span > 0 else None, **guard_verdict(a2.log)}
+          "unit_seconds": span, "reference_unit_seconds": reference, **guard_verdict(a2.log)}
     cut_ok = a1.cut_after is not None and a1.cut_after <= POWER_CUT_LIMIT
     ok = cut_ok and bool(a2.keys) and served == sorted(a1.fingerprints) and a2.keys == published \
-        and ev["unit_result"] == "success"
+        and on_card == a2.keys and ev["unit_result"] == "success"
     why = (f"power cut {a1.cut_after} s after the unit finished ({a1.error})" if not cut_ok else
+           f"right after the power cut the card's published known_hosts held {len(on_card)} keys, not the "
+           f"{len(a2.keys)} served: the publication was not on the card yet" if on_card != a2.keys and a2.keys else
            "sshd serves keys the first boot never published: its keys were lost in the power cut"
            if served != sorted(a1.fingerprints) else
            f"the published known_hosts after the power cut holds {len(published)} keys, sshd serves {len(a2.keys)}"

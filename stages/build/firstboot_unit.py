@@ -13,10 +13,11 @@ from stages.image.guest_files import put_file, write_text
 from stages.image.handle import GuestHandle
 
 PROGRAM = "/usr/lib/entropi/entropi-firstboot"  # the launcher; it imports the package next to it
+GUARD = "/usr/lib/entropi/entropi-guard"  # the unit's ExecStart: the quick check, else the launcher
 PACKAGE = "entropi_firstboot"  # the program's modules: firstboot/entropi_firstboot/ -> PACKAGE_DIR
 PACKAGE_DIR = f"/usr/lib/entropi/{PACKAGE}"
 PACKAGE_FILES = ("__init__.py", "committed.py", "config.py", "device.py", "entropy.py", "fileops.py",
-                 "hostname.py", "keys.py", "main.py", "publish.py", "run.py", "seams.py", "sshkey.py")
+                 "hostname.py", "keys.py", "main.py", "publish.py", "quick.py", "run.py", "seams.py", "sshkey.py")
 UNIT = "entropi-firstboot.service"
 # Orders socket activation's per-connection sshd (ssh@.service instances) after the guard.
 SSH_INSTANCE_DROPIN = ("entropi-firstboot-ssh@.conf", "/etc/systemd/system/ssh@.service.d/entropi-firstboot.conf")
@@ -43,7 +44,7 @@ class FirstbootUnit(Stage):
 
     def check(self, ctx: Context) -> None:
         package = [f"{PACKAGE}/{name}" for name in PACKAGE_FILES]
-        for name in ("entropi-firstboot", *package, UNIT, SSH_INSTANCE_DROPIN[0]):
+        for name in ("entropi-firstboot", "entropi-guard", *package, UNIT, SSH_INSTANCE_DROPIN[0]):
             if not (FIRSTBOOT / name).is_file():
                 raise UserError(str(FIRSTBOOT), f"{name} is missing", hint="restore firstboot/ from git")
 
@@ -54,6 +55,7 @@ class FirstbootUnit(Stage):
                             key="packages.install", hint="add python3-minimal to packages.install")
         g.mkdir_p("/usr/lib/entropi")
         install(g, "entropi-firstboot", PROGRAM, 0o755)
+        install(g, "entropi-guard", GUARD, 0o755)
         g.mkdir_p(PACKAGE_DIR)
         g.chmod(0o755, PACKAGE_DIR)
         for name in PACKAGE_FILES:

@@ -61,10 +61,10 @@ def step(name: str) -> Iterator[None]:
         console.print(f"{indent}{mark} {name} [dim]({time.monotonic() - start:.1f}s)[/]")
 
 
-def bytes_bar(description: str, total: int | None) -> Progress:
-    """A progress bar for bytes: size, rate, ETA."""
+def _bytes_display(label: str) -> Progress:
+    """Bars of bytes (size, rate, ETA) under ``label``, a TextColumn format."""
     return Progress(
-        TextColumn(f"{_indent()}{description}"),
+        TextColumn(f"{_indent()}{label}"),
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),
@@ -87,20 +87,17 @@ class Bar:
         self._display.update(self._task, completed=completed)
 
 
+def bytes_bar(description: str, total: int | None) -> Progress:
+    """A progress bar for bytes: size, rate, ETA."""
+    return _bytes_display(description)
+
+
 Meter = Callable[[str, "int | None"], AbstractContextManager[Bar]]
 
 
 def board() -> Progress:
     """One display for many bars at once (one per card), each named by its description; thread-safe."""
-    return Progress(
-        TextColumn(f"{_indent()}{{task.description}}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not console.is_terminal and "pytest" in sys.modules,
-    )
+    return _bytes_display("{task.description}")
 
 
 @contextmanager

@@ -159,8 +159,11 @@ def appliance_setup() -> str:
     return "unpacked (PVH)"
 
 
-def open_guest(drives: list[tuple[Path, str, bool]], where: str = "image") -> GuestHandle:
-    """Launch one libguestfs appliance over ``drives`` (path, format, readonly)."""
+def open_guest(drives: list[tuple[Path, str, bool]], where: str = "image",
+               labels: list[str] | None = None) -> GuestHandle:
+    """Launch one libguestfs appliance over ``drives`` (path, format, readonly). With ``labels``
+    (one per drive, letters only) each drive is also /dev/disk/guestfs/LABEL in the appliance:
+    with many drives the kernel may name them /dev/sdX out of order."""
     try:
         import guestfs  # Debian's python3-guestfs (see ci/setup)
     except ImportError:
@@ -174,8 +177,9 @@ def open_guest(drives: list[tuple[Path, str, bool]], where: str = "image") -> Gu
         g.set_cachedir(str(cache_dir() / "appliance"))
     g.set_memsize(1024)
     g.set_smp(min(2, os.cpu_count() or 1))
-    for path, fmt, readonly in drives:
-        g.add_drive_opts(str(path), format=fmt, readonly=readonly)
+    for index, (path, fmt, readonly) in enumerate(drives):
+        named = {"label": labels[index]} if labels else {}
+        g.add_drive_opts(str(path), format=fmt, readonly=readonly, **named)
     try:
         g.launch()
     except RuntimeError as e:

@@ -57,7 +57,8 @@ def good(tmp_path: Path) -> tuple[dict[str, Boot], Facts]:
                   root_fs_bytes=680 << 20)
     boots = {
         "B": Boot("B", fingerprints=[_fp(b)], keys=[b], probe=_probe(b), login_ok=True, password_result="refused"),
-        "A1": Boot("A1", fingerprints=[_fp(a)], cut_line="ENTROPI-FIRSTBOOT {", cut_after=0.12),
+        "A1": Boot("A1", fingerprints=[_fp(a)], cut_line="ENTROPI-FIRSTBOOT {", cut_after=0.12,
+                   after_cut_known_hosts=f"pi-07 {a}\n"),
         "A2": Boot("A2", keys=[a], probe=_probe(a)),
         "A3": Boot("A3", keys=[fresh], probe=_probe(fresh), tampered={"/etc/ssh/ssh_host_ed25519_key": planted},
                    log="[ 50.1] entropi-firstboot[9]: ENTROPI-FOUND ssh_host_ed25519_key: replaced (committed x)\n"
@@ -104,9 +105,12 @@ def _break(boots: dict[str, Boot], facts: Facts, change: str) -> None:
         boots["A1"].cut_after = 4.0
     elif change == "keys-lost":
         boots["A1"].fingerprints = ["SHA256:lost"]
+    elif change == "publication-not-durable":  # republished later: only the card right after the cut shows it
+        boots["A1"].after_cut_known_hosts = ""
     elif change == "same-keys":  # card A is card B's twin
         boots["A2"] = copy.deepcopy(boots["B"])
         boots["A1"].fingerprints = list(boots["B"].fingerprints)
+        boots["A1"].after_cut_known_hosts = boots["B"].probe["known_hosts"] if boots["B"].probe else ""
     elif change == "broken-pair":
         c3 = boots["C3"].probe
         assert c3 is not None
@@ -132,6 +136,7 @@ def _break(boots: dict[str, Boot], facts: Facts, change: str) -> None:
     ("rngd-urandom", "5", r"rngd reads /dev/random, /dev/urandom, not /dev/hwrng"),
     ("late-power-cut", "6", r"power cut 4.0 s after"),
     ("keys-lost", "6", r"keys the first boot never published"),
+    ("publication-not-durable", "6", r"right after the power cut the card's published known_hosts held 0 keys"),
     ("same-keys", "7", r"shared: 1"),
     ("broken-pair", "8", r"pairs broken \['/etc/ssh/ssh_host_ed25519_key'\]"),
     ("not-grown", "9", r"partition end 1200 -> 1200 MiB"),

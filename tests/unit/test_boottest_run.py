@@ -62,3 +62,15 @@ def test_no_image_at_all_is_a_user_error(tmp_path: Path) -> None:
         boot_test(str(tmp_path / "missing.img"), "", "")
     with pytest.raises(UserError, match="nothing to boot"):
         boot_test("", "", "")
+
+
+def test_the_known_password_replaces_the_users_hash_and_nothing_else(tmp_path: Path) -> None:
+    from stages.boottest.prepare import _set_password
+    from tests.support.fakeguest import FakeGuest
+
+    g = FakeGuest.image(tmp_path)
+    g.mkdir_p("/etc")
+    g.write("/etc/shadow", b"root:!:20786:0:99999:7:::\npi:$6$old$x:20786:0:99999:7:::\n")
+    assert _set_password(g, "pi", "$6$new$y") and not _set_password(g, "nobody", "$6$new$y")
+    assert g.pread("/etc/shadow", 4096, 0).decode().splitlines() == [
+        "root:!:20786:0:99999:7:::", "pi:$6$new$y:20786:0:99999:7:::"]

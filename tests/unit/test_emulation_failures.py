@@ -18,9 +18,8 @@ from stages.boottest.bootfiles import BootFiles
 from stages.boottest.cards import RETRIES, Cards
 from stages.boottest.evidence import Boot
 from stages.boottest.faults import Failure, find_failure
-from stages.boottest.machine import Machine
+from stages.boottest.machine import Machine, overlay
 from stages.boottest.prepare import Facts
-from stages.boottest.session import card_overlay_raw
 from stages.boottest.verdict import summary
 from stages.image.disk import Partition
 
@@ -31,6 +30,7 @@ EMULATOR_FAULTS = [  # (name, real console line)
                      "[bcm2835]"),
     ("sd-host-oops", "[   51.026067] pc : bcm2835_finish_data+0x38/0xa8 [bcm2835]"),
     ("sd-host-oops", "[   40.100000] pc : sdhci_request_done+0x30/0x2a0 [sdhci]"),
+    ("usb-net-lost", "[   40.035989] usb usb1-port1: attempt power cycle"),
 ]
 IMAGE_FAILURES = [  # the image's fault until shown otherwise: never retried
     ("kernel-panic", "[    5.000000] Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)"),
@@ -45,6 +45,8 @@ ROUTINE = [
     "[   65.560424] bcm2835-rng 3f104000.rng: hwrng registered",
     "[    9.514432] sdhost-bcm2835 3f202000.mmc: loaded - DMA enabled (>1)",
     "[   12.217873] mmcblk0: mmc0:4567 QEMU! 2.00 GiB",
+    "[   38.537761] usb 1-1: new full-speed USB device number 2 using dwc2",
+    "[   41.309488] dwc2 3f980000.usb: Not connected",
 ]
 
 
@@ -116,7 +118,7 @@ class ScriptedCards(Cards):
         self.booted: list[str] = []
         self.work.mkdir(parents=True)
         self.prepared = out / "prepared.qcow2"
-        card_overlay_raw(image, self.prepared)
+        overlay(image, "raw", self.prepared, image.stat().st_size)
 
     def boot(self, disk: Path, label: str, *, cut_at: str | None = None, again: bool = False) -> Boot:
         assert disk.is_file()
@@ -245,7 +247,7 @@ def test_later_boots_read_cmdline_txt_from_the_card_as_it_is_now(tmp_path: Path)
     cmdline.write_text("console=serial0,115200 root=PARTUUID=1111aaaa-02 rootwait resize\n")
     run(["mcopy", "-i", f"{image}@@{boot.start}", str(cmdline), "::cmdline.txt"], env=MTOOLS_ENV)
     card = tmp_path / "card.qcow2"
-    card_overlay_raw(image, card)
+    overlay(image, "raw", card, image.stat().st_size)
     assert "root=PARTUUID=1111aaaa-02" in card_cmdline(card, boot, "arm64").split()
     # what the first boot did: a new disk id in cmdline.txt, written to the card (not the image)
     raw = tmp_path / "boot.raw"
