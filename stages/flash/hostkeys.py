@@ -19,9 +19,10 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from firstboot.entropi_firstboot.config import ConfigError, check_key_types
 from firstboot.entropi_firstboot.device import COMMITTED, SSH_DIR, TMP_PREFIX
 from stages.core.errors import UserError
 from stages.core.processes import run, text
+from stages.core.runner import signals_raise
 from stages.flash.device import settle
 from stages.image.disk import read_mbr
 from stages.image.ext4 import Ext4File, ext4_at, file_mode, list_dir, put_files, read_file
@@ -129,14 +131,17 @@ def need_names(names: Sequence[str | None]) -> list[str]:
 
 @contextmanager
 def private_dir(root: Path | None = None) -> Iterator[Path]:
-    """A directory only root can enter (0700), on /dev/shm when it can; removed afterwards, also on Ctrl-C."""
+    """A directory only root can enter (0700), on /dev/shm when it can; removed afterwards, also after a
+    failure, Ctrl-C or SIGTERM (which, in the main thread, raise here instead of ending the process)."""
     base = root if root is not None else (SHM if SHM.is_dir() and os.access(SHM, os.W_OK) else None)
-    path = Path(tempfile.mkdtemp(prefix="entropi-hostkeys-", dir=base))
-    try:
-        path.chmod(0o700)
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
+    main = threading.current_thread() is threading.main_thread()
+    with signals_raise() if main else nullcontext():
+        path = Path(tempfile.mkdtemp(prefix="entropi-hostkeys-", dir=base))
+        try:
+            path.chmod(0o700)
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def make_keys(plan: HostKeys, hostname: str, workdir: Path) -> tuple[list[PublicKey], list[Ext4File]]:

@@ -155,3 +155,16 @@ def test_made_keys_and_their_committed_set_are_what_the_guard_accepts(image: Pat
         assert key["sha256"] == sshkey.fingerprint(blob)
         assert sshkey.check_private(f.source.read_text(), blob) is None
     assert "PRIVATE" not in json.dumps(record)
+
+
+def test_sigterm_while_keys_are_in_the_private_directory_removes_it(tmp_path: Path) -> None:
+    import signal
+
+    from stages.core.errors import Interrupted
+
+    seen = []
+    with pytest.raises(Interrupted):
+        with private_dir(tmp_path) as d:
+            seen.append(d)
+            os.kill(os.getpid(), signal.SIGTERM)
+    assert not seen[0].exists() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
