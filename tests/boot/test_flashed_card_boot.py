@@ -49,7 +49,8 @@ def test_a_card_with_flash_time_keys_is_trusted_through_the_flash_known_hosts(bu
         assert served, "sshd never answered:\n" + vm.text()[-3000:]
         login = subprocess.run(
             ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
-             "-o", f"UserKnownHostsFile={flashed.known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null", "-o", "HostKeyAlias=pi-01", "-o", "IdentitiesOnly=yes",
+             "-o", f"UserKnownHostsFile={flashed.known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null",
+             "-o", "HostKeyAlias=pi-01", "-o", "IdentitiesOnly=yes",
              "-o", "ConnectTimeout=30", "-i", str(user_key), "-p", str(vm.port), "pi@127.0.0.1",
              "hostname; cat /boot/firmware/entropi/known_hosts"],
             capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL)
