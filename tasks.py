@@ -138,11 +138,16 @@ def base_image(c: Context, arch: str = "arm64", suite: str = "bookworm",
             "force_non_removable": "Allow a device whose sysfs 'removable' flag is 0 (never the running system)",
             "hostname": "Per-card hostname, written to <boot>/entropi/hostname for the first boot: a name, a "
                         "comma list (one per --device), or a pattern of the card's number n, e.g. pi-{n:02}",
-            "first": "The n of the first card in a --hostname pattern (default 1)"},
+            "first": "The n of the first card in a --hostname pattern (default 1)",
+            "host_keys": "Make each card's SSH host keys now, on this host (the image's key types), write them "
+                         "to the card and add them to --known-hosts under its --hostname; its first boot keeps them",
+            "known_hosts": "With --host-keys: the known_hosts file to update (default out/known_hosts)",
+            "sshfp": "With --host-keys: the file of the cards' SSHFP records (default out/sshfp.zone)"},
       iterable=["device"])
 @user_errors
 def flash(c: Context, image: str, device: list[str] | None = None, yes: bool = False, to_file: bool = False,
-          force_non_removable: bool = False, hostname: str = "", first: int = 1) -> None:
+          force_non_removable: bool = False, hostname: str = "", first: int = 1, host_keys: bool = False,
+          known_hosts: str = "", sshfp: str = "") -> None:
     """Write an image to SD cards (mapped blocks only when a .bmap exists), several at once, each read back.
 
     Refuses mounted devices, the disk that runs this computer, non-removable disks (unless
@@ -150,20 +155,26 @@ def flash(c: Context, image: str, device: list[str] | None = None, yes: bool = F
     one refused device and nothing is written. Prints a table of the cards; exits 1 if any failed.
     """
     from stages.flash.fleet import CardResult, flash_cards, hostnames, table
+    from stages.flash.hostkeys import plan_host_keys
     from stages.flash.write import flash as flash_file
 
     targets = [Path(d) for d in device or []]
     if not targets:
         raise UserError("flash", "no --device given", hint="name the card: --device /dev/sdX (repeat for several)")
+    if to_file and len(targets) > 1:
+        raise UserError("flash", f"--to-file writes one file, {len(targets)} were given", hint="give one --device")
+    if (known_hosts or sshfp) and not host_keys:
+        raise UserError("flash", "--known-hosts and --sshfp go with --host-keys", hint="add --host-keys")
+    keys = plan_host_keys(Path(image), known_hosts=Path(known_hosts) if known_hosts else None,
+                          sshfp=Path(sshfp) if sshfp else None) if host_keys else None
     if to_file:
-        if len(targets) > 1:
-            raise UserError("flash", f"--to-file writes one file, {len(targets)} were given", hint="give one --device")
         name = hostnames(hostname, 1, first)[0]
-        report = flash_file(Path(image), targets[0], yes=yes, to_file=True, force_non_removable=False, hostname=name)
+        report = flash_file(Path(image), targets[0], yes=yes, to_file=True, force_non_removable=False, hostname=name,
+                            host_keys=keys)
         results = [CardResult(str(targets[0]), "", name, report["bytes_written"], report["seconds"], True)]
     else:
         results = flash_cards(Path(image), targets, yes=yes, force_non_removable=force_non_removable,
-                              hostname=hostname, first=first)
+                              hostname=hostname, first=first, host_keys=keys)
     print(table(results))
     failed = sum(not r.verified for r in results)
     if failed:

@@ -1,5 +1,6 @@
 """Flash benchmark: `invoke flash` (bmap + read-back verify) against `dd bs=4M conv=fsync`, on a loop device;
-then 1 card against 4 cards written at once (`--device` four times, each with its host name).
+then 1 card against 4 cards written at once (`--device` four times, each with its host name); then
+--host-keys: debugfs against libguestfs per card, and the seconds it adds per card (bench/_hostkeys.py).
 
 Uses out/debian-arm64.img if it exists (its .bmap, or one made for it), else a generated 1 GiB
 Pi-style image that is about 70% empty. Page caches are dropped before each run; every run
@@ -21,7 +22,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import _hostkeys as hostkeys  # noqa: E402
 from stages.flash.fleet import flash_cards  # noqa: E402
+from stages.flash.hostkeys import HostKeys  # noqa: E402
 from stages.flash.source import open_source  # noqa: E402
 from stages.flash.write import flash  # noqa: E402
 from tests.support.flash_sample import MIB, make_sample_image  # noqa: E402
@@ -62,12 +65,14 @@ def timed_on_fresh_card(work: Path, size: int, run: Callable[[Path], object]) ->
         return time.monotonic() - start, result
 
 
-def fleet_seconds(work: Path, image: Path, size: int, count: int) -> float:
-    """`invoke flash` with ``count`` fresh cards at once (pattern host names): seconds until all are verified."""
+def fleet_seconds(work: Path, image: Path, size: int, count: int, host_keys: HostKeys | None = None) -> float:
+    """`invoke flash` with ``count`` fresh cards at once (pattern host names; with ``host_keys``, --host-keys):
+    seconds until all are verified."""
     with fresh_cards(work, size, count) as devs:
         drop_caches()
         start = time.monotonic()
-        results = flash_cards(image, devs, yes=True, force_non_removable=True, hostname="bench-{n}")
+        results = flash_cards(image, devs, yes=True, force_non_removable=True, hostname="bench-{n}",
+                              host_keys=host_keys)
         seconds = time.monotonic() - start
     assert all(r.verified for r in results), [r.error for r in results]
     return seconds
@@ -135,6 +140,9 @@ def main() -> int:
               f"{', '.join(f'{x:.2f}' for x in fl_runs)})")
         print(f"ratio_flash_to_dd: {fl_s / dd_s:.2f} (goal <= 0.50 when the image is at least half empty)")
         fleet_figures(work, image, card_size)
+        with ExitStack() as cards:
+            hostkeys.figures(image, BUILT, lambda: cards.enter_context(fresh_cards(work, card_size, 1))[0],
+                             lambda img, count, plan: fleet_seconds(work, img, card_size, count, plan), work)
     return 0
 
 

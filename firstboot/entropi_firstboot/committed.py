@@ -22,6 +22,8 @@ from .run import Run
 
 RECORD_VERSION = 1
 KEY_FIELDS = ("type", "bits", "file", "public", "sha256", "fingerprint")
+MADE_HERE = "made-here"  # keys_source: made on the card by this program
+FROM_FLASH = "flash"  # keys_source: made on the flashing host by `invoke flash --host-keys`
 
 
 def load(run: Run) -> Optional[Dict[str, Any]]:
@@ -120,7 +122,7 @@ def record_of(run: Run, provisional: bool) -> Dict[str, Any]:
     """The committed set for the keys this run made (run.keys)."""
     return {
         "version": RECORD_VERSION,
-        "keys_source": "made-here",
+        "keys_source": MADE_HERE,
         "provisional": provisional,
         "provisional_reason": run.wait.get("reason") if provisional else None,
         "made": {
@@ -131,3 +133,21 @@ def record_of(run: Run, provisional: bool) -> Dict[str, Any]:
         },
         "keys": [{field: key[field] for field in KEY_FIELDS} for key in run.keys],
     }
+
+
+def flash_record(keys: List[Dict[str, Any]], made: Dict[str, Any]) -> Dict[str, Any]:
+    """The committed set for keys made at flash time (``keys``: KEY_FIELDS each, in the order
+    of the configured key types); the card's guard keeps them and publishes them."""
+    return {
+        "version": RECORD_VERSION,
+        "keys_source": FROM_FLASH,
+        "provisional": False,
+        "provisional_reason": None,
+        "made": made,
+        "keys": [{field: key[field] for field in KEY_FIELDS} for key in keys],
+    }
+
+
+def source_note(record: Optional[Dict[str, Any]]) -> str:
+    """How the console, the evidence and /etc/issue say where the committed keys came from."""
+    return "keys from flash" if (record or {}).get("keys_source") == FROM_FLASH else ""

@@ -55,16 +55,19 @@ def execute(run: Run) -> int:
 def keep(run: Run) -> int:
     """The keys are the committed set: publish again only what is not published."""
     run.status, run.phase = "ok", "done"
+    note = committed_set.source_note(run.committed)
     missing = gaps(run)
     if not missing:
         run.action, run.done = "unchanged", "nothing to do: the host keys are the committed set"
+        run.done += " (%s)" % note if note else ""
         run.published = {"boot_partition": run.boot_entropi is not None, "issue": True}
         return EXIT_OK
     run.action = "republished"
     run.findings += missing
     publish(run)
-    where = [name for name, ok in sorted(run.published.items()) if ok]
-    run.done = "published the committed set again (%s)" % (", ".join(where) or "console and journal only")
+    where = ", ".join(name for name, ok in sorted(run.published.items()) if ok) or "console and journal only"
+    run.done = ("%s: kept them and published the committed set (%s)" % (note, where) if note
+                else "published the committed set again (%s)" % where)
     run.write_evidence()
     return EXIT_OK
 

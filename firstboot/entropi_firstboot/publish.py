@@ -15,6 +15,7 @@ import os
 import sys
 from typing import Dict, List, Optional, Tuple
 
+from .committed import source_note
 from .device import read_text
 from .run import Run
 
@@ -44,7 +45,9 @@ def boot_files(run: Run) -> Dict[str, str]:
 
 
 def issue_lines(run: Run) -> List[str]:
-    block = ["SSH host key fingerprints of %s:" % run.hostname, *run.fingerprints()]
+    note = source_note(run.committed)
+    block = ["SSH host key fingerprints of %s%s:" % (run.hostname, " (%s)" % note if note else ""),
+             *run.fingerprints()]
     warning = provisional_warning(run)
     return ([warning] if warning else []) + block
 

@@ -219,3 +219,13 @@ def open_exclusive(target: Path, flags: int = os.O_WRONLY) -> int:
             raise UserError(str(target), "is read-only: it cannot be opened for writing",
                             hint="slide the SD card's lock switch to unlocked") from None
         raise UserError(str(target), f"cannot open: {e.strerror}", hint="run as root (sudo)") from None
+
+
+def settle(target: Path) -> None:
+    """Flush what was written to ``target`` and forget its cached pages: the next read comes from the card."""
+    fd = os.open(target, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)

@@ -12,6 +12,7 @@ with the GIL released, so the cards really are written at the same time.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -27,9 +28,12 @@ from stages.core.checks import hostname_check
 from stages.core.errors import UserError
 from stages.core.processes import kill_children
 from stages.flash.device import Device, inspect_device, open_exclusive, refuse_unsafe
+from stages.flash.hostkeys import HostKeys, PublicKey, need_names, private_dir, put_host_keys
+from stages.flash.known_hosts import record_on_host
 from stages.flash.source import Source, open_source
 from stages.flash.write import boot_partition, terminal_confirm, write_card
 
+PutKeys = Callable[[Path, str], tuple[PublicKey, ...]]  # (card, host name) -> the keys put on it
 COLUMNS = ("device", "serial", "host name", "bytes", "seconds", "verified")
 
 
@@ -42,6 +46,7 @@ class CardResult:
     seconds: float
     verified: bool
     error: str = ""  # the failure as one `error: ...` line; empty for a good card
+    host_keys: tuple[PublicKey, ...] = ()  # with --host-keys: the keys written (public parts only)
 
 
 class Refused(UserError):
@@ -82,20 +87,28 @@ def hostnames(spec: str, count: int, first: int = 1) -> list[str | None]:
 
 def flash_cards(image: Path, targets: list[Path], *, yes: bool, force_non_removable: bool, hostname: str = "",
                 first: int = 1, sysfs: Path = Path("/sys"), mountinfo: Path = Path("/proc/self/mountinfo"),
-                confirm: Callable[[str], bool] | None = None) -> list[CardResult]:
-    """Write ``image`` to every card in ``targets`` at once, each read back and given its host name.
+                confirm: Callable[[str], bool] | None = None, host_keys: HostKeys | None = None) -> list[CardResult]:
+    """Write ``image`` to every card in ``targets`` at once, each read back and given its host name
+    (and with ``host_keys``, keys of its own, recorded in known_hosts and the SSHFP zone file).
 
     Raises UserError (Refused for the devices) before anything is written; after that a card's
     failure is its CardResult's ``error`` and the other cards go on.
     """
     names = hostnames(hostname, len(targets), first)
+    if host_keys is not None:
+        need_names(names)
     src = open_source(image)
     if hostname and src.decompress is None:
         boot_partition(image)  # fail before writing, where the image can be read cheaply
     devices = check_devices(targets, src, force_non_removable=force_non_removable, sysfs=sysfs, mountinfo=mountinfo)
     cards = list(zip(devices, names, strict=True))
     confirm_all(cards, image, yes=yes, confirm=confirm)
-    return write_all(src, cards)
+    if host_keys is None:
+        return write_all(src, cards)
+    with private_dir(host_keys.tmp_root) as tmp:
+        results = write_all(src, cards, functools.partial(put_host_keys, host_keys, workdir=tmp))
+    record_on_host(host_keys, {r.hostname: r.host_keys for r in results if r.verified and r.hostname})
+    return results
 
 
 def check_devices(targets: list[Path], src: Source, *, force_non_removable: bool, sysfs: Path,
@@ -135,10 +148,10 @@ def confirm_all(cards: list[tuple[Device, str | None]], image: Path, *, yes: boo
         raise UserError("flash", "not confirmed, nothing was written", hint="type 'yes', or pass --yes")
 
 
-def write_all(src: Source, cards: list[tuple[Device, str | None]]) -> list[CardResult]:
+def write_all(src: Source, cards: list[tuple[Device, str | None]], put_keys: PutKeys | None = None) -> list[CardResult]:
     """A thread per card, one progress board; Ctrl-C kills every card's copy and then stops."""
     with progress.board() as board, ThreadPoolExecutor(len(cards), thread_name_prefix="card") as pool:
-        futures = [pool.submit(write_one, src, dev, name, _meter(board, dev)) for dev, name in cards]
+        futures = [pool.submit(write_one, src, dev, name, _meter(board, dev), put_keys) for dev, name in cards]
         try:
             return [f.result() for f in futures]
         except BaseException:
@@ -155,19 +168,23 @@ def _meter(board: Progress, dev: Device) -> progress.Meter:
     return meter
 
 
-def write_one(src: Source, dev: Device, hostname: str | None, meter: progress.Meter) -> CardResult:
-    """Write, read back and name one card; its failure is returned, not raised."""
+def write_one(src: Source, dev: Device, hostname: str | None, meter: progress.Meter,
+              put_keys: PutKeys | None = None) -> CardResult:
+    """Write, read back and name one card (and put its host keys); its failure is returned, not raised."""
     start = time.monotonic()
+    keys: tuple[PublicKey, ...] = ()
     try:
         os.close(open_exclusive(dev.path, os.O_WRONLY))  # a lock switch sysfs did not show fails here, alone
         written, _, _ = write_card(src, dev.path, hostname, sparse=False, meter=meter)
+        if put_keys is not None and hostname is not None:
+            keys = put_keys(dev.path, hostname)
     except (UserError, OSError) as e:
         line = e.render() if isinstance(e, UserError) else f"error: {dev.path}: {e.strerror or e}"
         progress.info(f"{dev.path}: FAILED ({line.removeprefix('error: ')})")
         return CardResult(str(dev.path), dev.serial, hostname, 0, round(time.monotonic() - start, 1), False, line)
     seconds = round(time.monotonic() - start, 1)
     progress.info(f"{dev.path}: written and verified in {seconds:.1f}s" + (f" as {hostname}" if hostname else ""))
-    return CardResult(str(dev.path), dev.serial, hostname, written, seconds, True)
+    return CardResult(str(dev.path), dev.serial, hostname, written, seconds, True, host_keys=keys)
 
 
 def table(results: list[CardResult]) -> str:
@@ -179,4 +196,5 @@ def table(results: list[CardResult]) -> str:
     good = sum(r.verified for r in results)
     lines.append(f"{good} of {len(results)} card(s) written and verified"
                  + (f", {len(results) - good} failed:" if good < len(results) else ""))
-    return "\n".join(lines + [r.error for r in results if r.error])
+    keys = [f"host key of {r.hostname}: {key.fingerprint}" for r in results for key in r.host_keys]
+    return "\n".join(lines + [r.error for r in results if r.error] + keys)

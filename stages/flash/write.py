@@ -29,7 +29,9 @@ from stages.core.checks import hostname_check
 from stages.core.errors import UserError
 from stages.core.files import tmp_name
 from stages.core.processes import CommandFailed, forget, run, spawn
-from stages.flash.device import Device, human_size, inspect_device, open_exclusive, refuse_unsafe
+from stages.flash.device import Device, human_size, inspect_device, open_exclusive, refuse_unsafe, settle
+from stages.flash.hostkeys import HostKeys, PublicKey, need_names, private_dir, put_host_keys
+from stages.flash.known_hosts import record_on_host
 from stages.flash.source import CHUNK, Source, open_source, verify_bmap, verify_digest
 from stages.image.disk import MTOOLS_ENV, Partition, read_mbr
 from stages.source.compression import OutOfSpace, read_chunks, write_hashed
@@ -41,15 +43,17 @@ REFUSED_WRITE = "is the card locked? slide its lock switch to unlocked; if not, 
 
 def flash(image: Path, target: Path, *, yes: bool, to_file: bool, force_non_removable: bool,
           hostname: str | None, sysfs: Path = Path("/sys"), mountinfo: Path = Path("/proc/self/mountinfo"),
-          confirm: Callable[[str], bool] | None = None) -> dict[str, Any]:
+          confirm: Callable[[str], bool] | None = None, host_keys: HostKeys | None = None) -> dict[str, Any]:
     """Write ``image`` to the card ``target`` (or to the file ``target`` with ``to_file``) and verify it.
 
-    Returns a report: bytes_written, seconds, method (bmap|full), verified, hostname.
+    Returns a report: bytes_written, seconds, method (bmap|full), verified, hostname, host_keys (fingerprints).
     Raises UserError (nothing written) for an unsafe or unsuitable target.
     """
     image, target = Path(image), Path(target)
     if hostname is not None and (bad := hostname_check(hostname)):
         raise UserError("flash", f"--hostname: {bad[0]}", hint=bad[1])
+    if host_keys is not None:
+        need_names([hostname])
     src = open_source(image)
     if hostname is not None and src.decompress is None:
         boot_partition(image)  # fail before writing, where the image can be read cheaply
@@ -65,6 +69,7 @@ def flash(image: Path, target: Path, *, yes: bool, to_file: bool, force_non_remo
     try:
         written, size, write_seconds = write_card(src, dest, hostname, sparse=to_file,
                                                   title=f"write {image.name} to {target}")
+        keys = card_keys(host_keys, dest, hostname)
         if to_file:
             os.replace(dest, target)
     finally:
@@ -72,7 +77,10 @@ def flash(image: Path, target: Path, *, yes: bool, to_file: bool, force_non_remo
             dest.unlink()
     report = {"image": str(image), "target": str(target), "method": "bmap" if src.bmap else "full",
               "image_bytes": size, "bytes_written": written, "write_seconds": round(write_seconds, 3),
-              "seconds": round(time.monotonic() - start, 3), "verified": True, "hostname": hostname}
+              "seconds": round(time.monotonic() - start, 3), "verified": True, "hostname": hostname,
+              "host_keys": [key.fingerprint for key in keys]}
+    if host_keys is not None and hostname is not None:
+        record_on_host(host_keys, {hostname: keys})
     progress.info(f"wrote {human_size(written)} of {human_size(size)} ({report['method']}) in "
                   f"{report['seconds']:.1f}s; read back and verified")
     return report
@@ -102,6 +110,14 @@ def write_card(src: Source, dest: Path, hostname: str | None, *, sparse: bool, t
         with step(f"hostname {hostname}"):
             write_hostname(dest, hostname)
     return written, size, write_seconds
+
+
+def card_keys(plan: HostKeys | None, dest: Path, hostname: str | None) -> tuple[PublicKey, ...]:
+    """With --host-keys: the card's own keys, made in a private directory that is gone afterwards."""
+    if plan is None or hostname is None:
+        return ()
+    with progress.step(f"host keys of {hostname}"), private_dir(plan.tmp_root) as tmp:
+        return put_host_keys(plan, dest, hostname, tmp)
 
 
 def check_file_target(target: Path, image: Path) -> None:
@@ -252,12 +268,7 @@ def write_hostname(target: Path, hostname: str) -> None:
         f.write(hostname + "\n")
         f.flush()
         run(["mcopy", "-o", "-i", spec, f.name, f"::{HOSTNAME_FILE}"], env=MTOOLS_ENV)
-    fd = os.open(target, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
+    settle(target)
     back = run(["mtype", "-i", spec, f"::{HOSTNAME_FILE}"], env=MTOOLS_ENV).stdout
     if back != (hostname + "\n").encode():
         raise UserError(str(target), f"hostname file reads back as {back[:80]!r}", hint="the card may be failing")
