@@ -136,23 +136,27 @@ def base_image(c: Context, arch: str = "arm64", suite: str = "bookworm",
             "yes": "Do not ask for confirmation",
             "to_file": "Write an image file (sparse) instead of a block device",
             "force_non_removable": "Allow a device whose sysfs 'removable' flag is 0 (never the running system)",
-            "hostname": "Per-card hostname, written to <boot>/entropi/hostname for the first boot: a name, a "
-                        "comma list (one per --device), or a pattern of the card's number n, e.g. pi-{n:02}",
+            "hostname": "Per-card hostname, written to <boot>/entropi/hostname for the first boot (and with cloud-init "
+                        "to its seed's meta-data): a name, a comma list (one per --device), or a pattern of the "
+                        "card's number n, e.g. pi-{n:02}",
             "first": "The n of the first card in a --hostname pattern (default 1)",
             "host_keys": "Make each card's SSH host keys now, on this host (the image's key types), write them "
                          "to the card and add them to --known-hosts under its --hostname; its first boot keeps them",
             "known_hosts": "With --host-keys: the known_hosts file to update (default out/known_hosts)",
-            "sshfp": "With --host-keys: the file of the cards' SSHFP records (default out/sshfp.zone)"},
+            "sshfp": "With --host-keys: the file of the cards' SSHFP records (default out/sshfp.zone)",
+            "user_data": "A #cloud-config file for cloud-init, put on every card's boot partition as user-data "
+                         "(images with cloud-init only), with a fresh instance-id per card"},
       iterable=["device"])
 @user_errors
 def flash(c: Context, image: str, device: list[str] | None = None, yes: bool = False, to_file: bool = False,
           force_non_removable: bool = False, hostname: str = "", first: int = 1, host_keys: bool = False,
-          known_hosts: str = "", sshfp: str = "") -> None:
+          known_hosts: str = "", sshfp: str = "", user_data: str = "") -> None:
     """Write an image to SD cards (mapped blocks only when a .bmap exists), several at once, each read back.
 
     Refuses mounted devices, the disk that runs this computer, non-removable disks (unless
     --force-non-removable), cards smaller than the image, and asks before writing unless --yes;
-    one refused device and nothing is written. Prints a table of the cards; exits 1 if any failed.
+    one refused device and nothing is written. With cloud-init in the image, --hostname and --user-data go
+    into its NoCloud seed with a fresh instance-id per card. Prints a table of the cards; exits 1 if any failed.
     """
     from stages.flash.fleet import CardResult, flash_cards, hostnames, table
     from stages.flash.hostkeys import plan_host_keys
@@ -165,16 +169,17 @@ def flash(c: Context, image: str, device: list[str] | None = None, yes: bool = F
         raise UserError("flash", f"--to-file writes one file, {len(targets)} were given", hint="give one --device")
     if (known_hosts or sshfp) and not host_keys:
         raise UserError("flash", "--known-hosts and --sshfp go with --host-keys", hint="add --host-keys")
+    seed = Path(user_data) if user_data else None
     keys = plan_host_keys(Path(image), known_hosts=Path(known_hosts) if known_hosts else None,
                           sshfp=Path(sshfp) if sshfp else None) if host_keys else None
     if to_file:
         name = hostnames(hostname, 1, first)[0]
         report = flash_file(Path(image), targets[0], yes=yes, to_file=True, force_non_removable=False, hostname=name,
-                            host_keys=keys)
+                            host_keys=keys, user_data=seed)
         results = [CardResult(str(targets[0]), "", name, report["bytes_written"], report["seconds"], True)]
     else:
         results = flash_cards(Path(image), targets, yes=yes, force_non_removable=force_non_removable,
-                              hostname=hostname, first=first, host_keys=keys)
+                              hostname=hostname, first=first, host_keys=keys, user_data=seed)
     print(table(results))
     failed = sum(not r.verified for r in results)
     if failed:
