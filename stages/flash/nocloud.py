@@ -80,7 +80,7 @@ def read_user_data(path: Path) -> tuple[str, dict[str, Any]]:
     return text, data
 
 
-def check_hostnames(where: str, data: dict[str, Any], names: Sequence[str | None]) -> None:
+def check_hostnames(where: str, data: dict[str, Any], names: Sequence[str | None], what: str = "--user-data") -> None:
     """A user-data that names a host (``hostname``, ``fqdn``) must name every card's --hostname: cloud-init
     sets the host name from user-data before meta-data, and known_hosts lists the card under --hostname."""
     for name in names:
@@ -88,11 +88,11 @@ def check_hostnames(where: str, data: dict[str, Any], names: Sequence[str | None
             continue
         hostname, fqdn = data.get("hostname"), data.get("fqdn")
         if hostname is not None and str(hostname) != name:
-            raise UserError(where, f"--user-data: hostname {hostname!r} differs from --hostname {name!r}",
+            raise UserError(where, f"{what}: hostname {hostname!r} differs from --hostname {name!r}",
                             hint="drop hostname: from the user-data (flash puts --hostname in meta-data), "
                                  "or give the same name")
         if fqdn is not None and str(fqdn).split(".")[0] != name:
-            raise UserError(where, f"--user-data: fqdn {fqdn!r} does not name --hostname {name!r}",
+            raise UserError(where, f"{what}: fqdn {fqdn!r} does not name --hostname {name!r}",
                             hint=f"make the fqdn {name}.<domain>, or drop fqdn: from the user-data")
 
 
@@ -118,7 +118,7 @@ def plan_seed(src: Source, names: Sequence[str | None], user_data: Path | None) 
         except yaml.YAMLError:
             mine = None
         if isinstance(mine, dict):
-            check_hostnames(f"{src.path}: {USER_DATA}", mine, names)
+            check_hostnames(str(src.path), mine, names, f"the {USER_DATA} on its boot partition")
     return Seed(text)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -135,3 +136,26 @@ def test_to_file_card_gets_host_name_instance_id_user_data_and_token(seeded: Pat
     assert mtype(out, "user-data") == (FIXTURES / "imager.yaml").read_text()
     assert mtype(out, "entropi/hostname") == "pi-07\n"
     assert mtype(out, "network-config") == (BOOTFS / "network-config").read_text()  # not touched
+
+
+def test_an_image_whose_own_user_data_names_another_host_refuses_hostname(tmp_path: Path) -> None:
+    need_tools("parted", "mkfs.vfat", "mkfs.ext4", "mcopy", "mtype", "mdir")
+    files = {**trixie_boot_files(), "user-data": "#cloud-config\nhostname: raspberrypi\n"}
+    image = make_sample_image(tmp_path / "named.img", size_mib=24, boot_mib=8, boot_data=MIB, root_data=MIB,
+                              bmap=False, boot_files=files)
+    with pytest.raises(UserError, match=rf"^error: {image}: the user-data on its boot partition: hostname "
+                                        r"'raspberrypi' differs from --hostname 'pi-07'"):
+        flash(image, tmp_path / "card.img", yes=True, to_file=True, force_non_removable=False, hostname="pi-07")
+    assert not list(tmp_path.glob("*card.img*"))
+
+
+def test_invoke_flash_user_data_error_is_one_line_and_exit_2(tmp_path: Path, root_dir: Path) -> None:
+    (tmp_path / "x.img").write_bytes(bytes(4096))
+    res = subprocess.run([sys.executable, "-m", "invoke", "flash", "--image", str(tmp_path / "x.img"), "--device",
+                          str(tmp_path / "card.img"), "--to-file", "--user-data", str(FIXTURES / "bad-yaml.yaml")],
+                         cwd=root_dir, capture_output=True, text=True)
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == [
+        f"error: {FIXTURES / 'bad-yaml.yaml'}: --user-data: not valid YAML at line 6, column 7: expected ',' or ']', "
+        "but got ':' (hint: give a cloud-config file: its first line #cloud-config, then YAML (see cloud-init's docs))"]
+    assert not (tmp_path / "card.img").exists()
