@@ -16,6 +16,7 @@ import os
 import subprocess
 from typing import Any, Dict, List, Optional
 
+from .committed import source_note
 from .device import COMMITTED, SSH_DIR, read_text
 from .run import Run
 
@@ -64,7 +65,8 @@ def state_text(run: Run, verdict: Dict[str, Any]) -> Optional[str]:
     if done.returncode != 0:
         return None
     quiet = quiet_verdict(verdict)
-    say = ["ENTROPI-DONE unchanged: %s" % DONE]
+    note = source_note(run.committed)
+    say = ["ENTROPI-DONE unchanged: %s%s" % (DONE, " (%s)" % note if note else "")]
     say += ["ENTROPI-FINGERPRINT %s" % line for line in verdict.get("fingerprints", [])]
     line = "ENTROPI-FIRSTBOOT %s" % json.dumps(quiet, sort_keys=True)
     say.append(line.replace('"%s"' % SECONDS, SECONDS))
