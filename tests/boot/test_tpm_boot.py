@@ -4,6 +4,7 @@ with hwrng.tpm; an image built without it fails exactly that check (T3)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -45,4 +46,6 @@ def test_without_hwrng_tpm_the_tpm_check_fails_and_only_it(built_arm64: Path) ->
     verdicts = {c["id"]: c["passed"] for c in report["checks"]}
     assert verdicts == {"T1": True, "T2": True, "T3": False, "T4": True}, report["checks"]
     three = next(c for c in report["checks"] if c["id"] == "T3")
-    assert "the TPM delivered 0 random bytes, taken by nobody" in three["detail"]
+    # the hw_random core reads 32 bytes from a device as it registers it (add_early_randomness,
+    # uncredited); nothing reads the TPM after that
+    assert re.search(r"the TPM delivered (0|32) random bytes, taken by nobody", three["detail"]), three["detail"]
