@@ -59,9 +59,12 @@ class FakeSwtpm:
                 else:
                     conn.sendall(struct.pack(">HII", 0x8001, 10, 0))
 
+    def close(self) -> None:
+        self.sock.close()
+
 
 def test_tpm_relay_forwards_commands_and_counts_getrandom_bytes(tmp_path: Path) -> None:
-    FakeSwtpm(tmp_path / "swtpm.sock")
+    swtpm = FakeSwtpm(tmp_path / "swtpm.sock")
     relay = TpmRelay(tmp_path / "relay.sock", tmp_path / "swtpm.sock")
     try:
         with socket.socket(socket.AF_UNIX) as c:
@@ -73,6 +76,7 @@ def test_tpm_relay_forwards_commands_and_counts_getrandom_bytes(tmp_path: Path) 
         wait_until(lambda: relay.summary()["commands"] == 3)
     finally:
         relay.close()
+        swtpm.close()
     assert relay.summary()["random_bytes"] == 64 and relay.summary()["get_random_commands"] == 2
 
 
