@@ -50,7 +50,8 @@ class FakeTpm:
             self.far.sendall(struct.pack(">HIIH", 0x8001, 12 + len(data), 0, len(data)) + data)
 
     def close(self) -> None:
-        self.near.close()
+        self.near.close()  # the server thread reads EOF and returns before its socket is closed
+        self.thread.join(timeout=5)
         self.far.close()
 
 
