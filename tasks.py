@@ -98,16 +98,30 @@ def fetch(c: Context, recipe: str = DEFAULT_RECIPE, verify: bool = False, set: l
             "recipe": "Build this recipe first, then boot-test its output",
             "key": "Private SSH key whose .pub is in the recipe's users.authorized_keys (for the login check); "
                    "with --recipe and no --key a throwaway key is made and added to the build",
-            "set": SET_HELP + " (with --recipe)"}, iterable=["set"])
+            "set": SET_HELP + " (with --recipe)",
+            "tpm": "Instead: one boot under -M virt with an emulated TPM 2.0 (swtpm) and a virtio RNG, counting "
+                   "what each delivered (Debian-built arm64 images only); report in out/NAME.tpm-report.json"},
+      iterable=["set"])
 @user_errors
-def boot_test(c: Context, image: str = "", recipe: str = "", key: str = "", set: list[str] | None = None) -> None:
+def boot_test(c: Context, image: str = "", recipe: str = "", key: str = "", set: list[str] | None = None,
+              tpm: bool = False) -> None:
     """Boot the image under QEMU (raspi3b/raspi2b) and prove its properties over SSH.
 
     Writes out/NAME.boot-report.json and out/NAME.boot.log; exits 1 when a check fails.
-    Cards are qcow2 overlays: the image itself is never changed.
+    Cards are qcow2 overlays: the image itself is never changed. --tpm: the TPM boot instead.
     """
     from stages.boottest.run import boot_test as run_boot_test
     from stages.boottest.verdict import summary
+
+    if tpm:
+        from stages.boottest.tpm import run_tpm
+        from stages.boottest.tpm import summary as tpm_summary
+
+        report = run_tpm(image, recipe, set or [])
+        print(tpm_summary(report))
+        if not report["passed"]:
+            raise Exit("boot-test --tpm: some checks failed (see out/*.tpm-report.json)", code=1)
+        return
 
     report = run_boot_test(image, recipe, key, set or [])
     print(summary(report))

@@ -2,9 +2,9 @@
 
 A run that ends clean (a committed set that is not provisional, published on the boot
 partition and in /etc/issue, no warning, no error) records in /var/lib/entropi/quick-check
-a line per file its decision rests on (type, mode, owner, size, and the change time: on ext4
-the inode and status change time, on FAT the modification time); the guard then skips the
-program at every boot where those lines are the same. Any other run removes the state, so
+a line per file its decision rests on (size and status change time, which every write,
+chmod, chown, rename or replacement moves); the guard then skips the program at every boot
+where those lines are the same. Any other run removes the state, so
 the next boot runs the program again. The lines come from the guard itself (its --listing),
 so what is recorded and what is compared are made by the same code.
 """
@@ -16,6 +16,7 @@ import os
 import subprocess
 from typing import Any, Dict, List, Optional
 
+from .committed import source_note
 from .device import COMMITTED, SSH_DIR, read_text
 from .run import Run
 
@@ -23,6 +24,7 @@ QUICK = "/var/lib/entropi/quick-check"
 MAGIC = "entropi-quick-check 1"
 GUARD = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "entropi-guard")
 SECONDS = "@GUARD_SECONDS@"  # the guard puts its own time here
+DONE = "nothing to do: the host keys are the committed set (quick check)"
 
 
 def clean(run: Run) -> bool:
@@ -43,10 +45,11 @@ def patterns(run: Run) -> List[str]:
 
 
 def quiet_verdict(verdict: Dict[str, Any]) -> Dict[str, Any]:
-    """The verdict line an unchanged boot's quick check prints."""
-    return {**verdict, "action": "unchanged", "quick_check": True, "findings": [], "warnings": [],
-            "done": "nothing to do: the host keys are the committed set (quick check)",
-            "waited_seconds": 0.0, "at_start": None, "at_end": None, "guard_seconds": SECONDS}
+    """The verdict line an unchanged boot's quick check prints: short, because the guard's
+    shell reads its state a byte at a time (the fingerprints have their own lines)."""
+    kept = ("status", "keys_source", "provisional", "published", "hostname")
+    return {"action": "unchanged", "quick_check": True, "guard_seconds": SECONDS,
+            **{key: verdict.get(key) for key in kept}}
 
 
 def state_text(run: Run, verdict: Dict[str, Any]) -> Optional[str]:
@@ -62,8 +65,9 @@ def state_text(run: Run, verdict: Dict[str, Any]) -> Optional[str]:
     if done.returncode != 0:
         return None
     quiet = quiet_verdict(verdict)
-    say = ["ENTROPI-DONE unchanged: %s" % quiet["done"]]
-    say += ["ENTROPI-FINGERPRINT %s" % line for line in quiet["fingerprints"]]
+    note = source_note(run.committed)
+    say = ["ENTROPI-DONE unchanged: %s%s" % (DONE, " (%s)" % note if note else "")]
+    say += ["ENTROPI-FINGERPRINT %s" % line for line in verdict.get("fingerprints", [])]
     line = "ENTROPI-FIRSTBOOT %s" % json.dumps(quiet, sort_keys=True)
     say.append(line.replace('"%s"' % SECONDS, SECONDS))
     head = [MAGIC, "files " + " ".join(files)] + ["say " + s for s in say] + ["--"]

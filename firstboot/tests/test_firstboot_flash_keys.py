@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 
 import pytest
 
-from firstboot.tests.helpers import FAST_KEYS, SSH_KEYGEN, committed, evidence, keygen, make_pair, run
+from firstboot.tests.helpers import FAST_KEYS, PROGRAM, SSH_KEYGEN, committed, evidence, keygen, make_pair, run
 
 pytestmark = pytest.mark.skipif(not os.path.exists(SSH_KEYGEN), reason="ssh-keygen not installed")
 MADE = {"by": "entropi flash", "at": "2026-11-29T12:00:00Z", "crng_ready_before_keys": True}
@@ -72,6 +73,11 @@ def test_the_next_boot_with_flash_keys_is_unchanged_and_still_says_keys_from_fla
 
     assert code == 0 and verdict["action"] == "unchanged" and verdict["findings"] == []
     assert "ENTROPI-DONE unchanged: nothing to do: the host keys are the committed set (keys from flash)" in out
+    # and the guard's quick check, at the boots after, says it too
+    guard = subprocess.run(["/bin/sh", str(PROGRAM.with_name("entropi-guard")), *tree.args()],
+                           capture_output=True, text=True, timeout=30)
+    assert guard.stdout.startswith("ENTROPI-DONE unchanged: nothing to do: the host keys are the committed set "
+                                   "(quick check) (keys from flash)\n"), guard.stdout
 
 
 def remove_ecdsa(tree, tmp_path) -> str:

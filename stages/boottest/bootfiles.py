@@ -102,12 +102,23 @@ def extract_boot_files(image: Path, arch: str, work: Path) -> BootFiles:
     return BootFiles(kernel, initrd, dtb, qemu_cmdline(cmdline, arch), boot)
 
 
+def dd_block(boot: Partition) -> int:
+    """The largest power-of-two block, at most 4 MiB, that divides the partition's start and size:
+    qemu-img dd copies a block at a time (a 512 MiB boot partition: 20 s in 512-byte blocks, 2.5 s
+    in 4 MiB ones)."""
+    block = 4 << 20
+    while block > 512 and (boot.start % block or boot.size % block):
+        block //= 2
+    return block
+
+
 def card_boot_file(disk: Path, boot: Partition, name: str) -> bytes | None:
     """A file of the card's boot partition as the card (qcow2 ``disk``) holds it now; None if absent."""
     fat = disk.with_name(disk.name + ".bootfs")
+    block = dd_block(boot)
     try:
-        run(["qemu-img", "dd", "-f", "qcow2", "-O", "raw", "bs=512", f"skip={boot.start // 512}",
-             f"count={boot.size // 512}", f"if={disk}", f"of={fat}"],
+        run(["qemu-img", "dd", "-f", "qcow2", "-O", "raw", f"bs={block}", f"skip={boot.start // block}",
+             f"count={boot.size // block}", f"if={disk}", f"of={fat}"],
             hint="qemu-img (qemu-utils) reads the card's boot partition; run ./ci/setup")
         return fat_read(fat, Partition(boot.number, boot.type_id, 0, boot.size), name)
     except UserError:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from stages.core.checks import fill_watermark, kernel_poolsize, min_entropy_reachable
 from stages.core.errors import UserError
+from stages.core.paths import FIRSTBOOT
 from stages.core.runner import Context, Stage
 from stages.core.state import need
 from stages.image import units
-from stages.image.guest_files import read_text, write_text
+from stages.image.guest_files import put_file, read_text, write_text
 from stages.image.handle import GuestHandle
 from stages.textedit.config_txt import enable_hwrng_config
 from stages.textedit.modules import modules_load_conf, pick_rng_module, pick_tpm_rng_module
@@ -16,6 +17,11 @@ from stages.textedit.services import rngd_defaults
 TPM_LINES = {"slb9670": ["dtparam=spi=on", "dtoverlay=tpm-slb9670"]}
 RNGD_FILES = {"rng-tools-debian": "/etc/default/rng-tools-debian", "rng-tools5": "/etc/default/rng-tools"}
 RNGD_UNITS = ["rng-tools-debian.service", "rngd.service", "rng-tools.service"]
+# The hw_random core and rngd read only the current hwrng, and a TPM registered after the
+# board's RNG with the same quality never becomes current (README: "The TPM as a second
+# RNG"): the feeder reads the TPM through /dev/tpmrm0 and credits the kernel itself.
+TPM_FEEDER = ("entropi-tpm-feed", "/usr/lib/entropi/entropi-tpm-feed")
+TPM_FEEDER_UNIT = "entropi-tpm-feed.service"
 
 
 def module_listing(g: GuestHandle, version: str) -> tuple[list[str], str]:
@@ -26,6 +32,15 @@ def module_listing(g: GuestHandle, version: str) -> tuple[list[str], str]:
              if ".ko" in p] if g.is_dir(base) else []
     builtin = read_text(g, f"{base}/modules.builtin") if g.is_file(f"{base}/modules.builtin") else ""
     return paths, builtin
+
+
+def install_tpm_feeder(ctx: Context, g: GuestHandle) -> None:
+    """firstboot/entropi-tpm-feed and its unit, enabled: the TPM's bytes reach the kernel whichever hwrng is current."""
+    g.mkdir_p("/usr/lib/entropi")
+    put_file(g, FIRSTBOOT / TPM_FEEDER[0], TPM_FEEDER[1], 0o755)
+    put_file(g, FIRSTBOOT / TPM_FEEDER_UNIT, f"/etc/systemd/system/{TPM_FEEDER_UNIT}", 0o644)
+    units.enable(g, TPM_FEEDER_UNIT)
+    ctx.record("hwrng", "tpm_feeder", {"program": TPM_FEEDER[1], "unit": TPM_FEEDER_UNIT, "device": "/dev/tpmrm0"})
 
 
 class Hwrng(Stage):
@@ -67,6 +82,7 @@ class Hwrng(Stage):
                 if units.find_unit(g, unit):
                     units.mask(g, unit)
                     ctx.record("hwrng", "disabled", [*ctx.manifest.get("hwrng", {}).get("disabled", []), unit])
+            install_tpm_feeder(ctx, g)
         self._rngd(ctx, g)
 
     def _rngd(self, ctx: Context, g: GuestHandle) -> None:

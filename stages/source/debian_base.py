@@ -39,6 +39,16 @@ COMMON = [
 KERNEL = {"arm64": "linux-image-arm64", "armhf": "linux-image-armmp"}
 # Only what the initramfs needs to find an SD card root: one mkinitramfs run, MODULES=list.
 INITRD_MODULES = ["sdhci-iproc", "bcm2835", "mmc_block", "ext4"]
+# arm64 also boots under QEMU's `-M virt` (the TPM boot test: swtpm and virtio-rng next to
+# each other): root on virtio-blk over virtio-mmio; virtio-rng in the initramfs so that it
+# registers before any TPM, as the SoC's built-in RNG does on a Pi.
+VIRT_MODULES = {"arm64": ["virtio_mmio", "virtio_blk", "virtio_net", "virtio_rng"], "armhf": []}
+
+
+def initrd_modules(arch: str) -> list[str]:
+    """The initramfs's module list (MODULES=list) for ``arch``."""
+    return [*INITRD_MODULES, *VIRT_MODULES[arch]]
+
 DTB = {"arm64": "bcm2837-rpi-3-b.dtb", "armhf": "bcm2836-rpi-2-b.dtb"}
 BUILD_TOOLS = ("mmdebstrap", "mkfs.ext4", "mkfs.vfat", "mcopy", "sfdisk", "openssl")
 PI_PASSWORD = "raspberry"  # the known password of old Raspbian images
@@ -101,7 +111,8 @@ class BaseSpec:
     def key(self) -> str:
         shaping = {
             "spec": asdict(self), "format": FORMAT, "packages": [*COMMON, KERNEL[self.arch]],
-            "modules": INITRD_MODULES, "config_txt": config_txt(self, "KVER"), "units": [REGENERATOR_UNIT, NETWORK],
+            "modules": initrd_modules(self.arch), "config_txt": config_txt(self, "KVER"),
+            "units": [REGENERATOR_UNIT, NETWORK],
         }
         if self.pi_trixie:  # only here, so that the bookworm bases keep their keys (and caches)
             shaping["pi_trixie"] = {"packages": self.packages, "files": trixie_shape.files(),
@@ -156,7 +167,7 @@ def _bootstrap(spec: BaseSpec, work: Path, root: Path) -> None:
         "#!/bin/sh\nset -e\n"
         'mkdir -p "$1/etc/initramfs-tools/conf.d"\n'
         "printf 'MODULES=list\\n' > \"$1/etc/initramfs-tools/conf.d/entropi.conf\"\n"
-        f"printf '%s\\n' {' '.join(INITRD_MODULES)} > \"$1/etc/initramfs-tools/modules\"\n"
+        f"printf '%s\\n' {' '.join(initrd_modules(spec.arch))} > \"$1/etc/initramfs-tools/modules\"\n"
         + (trixie_shape.essential_hook() + deferred.essential_hook() if spec.pi_trixie else "")
     )
     hook.chmod(0o755)

@@ -38,9 +38,10 @@ def test_invoke_boot_test_on_the_offline_recipe_passes_every_check(base_arm64: P
     assert six["power_cut_after"] <= 1.0 and six["guard_action"] == "unchanged"
     print("guard, unchanged second boot:", six["guard_seconds"], "s (own clock);", six["unit_seconds"],
           "s (systemd); systemd-user-sessions.service at the same boot:", six["reference_unit_seconds"], "s")
-    # The guard on an unchanged boot, timed by systemd: its quick check only (the whole program
-    # takes over 1.5 s there under TCG; the quick check 0.27 s, a one-program unit ~0.1 s)
-    assert six["guard_quick_check"] and 0 < six["unit_seconds"] < 0.5, six
+    # The guard on an unchanged boot ran its quick check only, not the program (which takes 1.6 s and
+    # more there under TCG). Its time is printed above, not asserted: under TCG it follows the host's
+    # load (0.13-0.26 s by its own clock, 0.20-0.43 s by systemd's, measured on a loaded host).
+    assert six["guard_quick_check"] and 0 < six["unit_seconds"] < 1.0, six
     assert checks["10"]["evidence"]["still_served_from_before"] == 0
     assert checks["4"]["evidence"]["password_attempt"] == "refused"
     # out/NAME.boot-report.md, what CI appends to the job summary: a row per check, the timeline

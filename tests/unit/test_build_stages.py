@@ -138,6 +138,19 @@ def test_hwrng_tpm_adds_its_overlay_and_masks_trousers(tmp_path: Path, g: FakeGu
     assert g.readlink("/etc/systemd/system/trousers.service") == "/dev/null"
 
 
+def test_hwrng_tpm_installs_and_enables_the_tpm_feeder(tmp_path: Path, g: FakeGuest) -> None:
+    ctx = run(Hwrng(), context(tmp_path, g, config(hwrng__tpm="slb9670")))
+    assert g.mode("/usr/lib/entropi/entropi-tpm-feed") == 0o755
+    assert g.text("/usr/lib/entropi/entropi-tpm-feed").startswith("#!/usr/bin/python3")
+    assert g.exists("/etc/systemd/system/sysinit.target.wants/entropi-tpm-feed.service")
+    assert ctx.manifest["hwrng"]["tpm_feeder"]["device"] == "/dev/tpmrm0"
+
+
+def test_hwrng_without_tpm_installs_no_feeder(tmp_path: Path, g: FakeGuest) -> None:
+    run(Hwrng(), context(tmp_path, g))
+    assert not g.exists("/usr/lib/entropi/entropi-tpm-feed")
+
+
 # -- secrets -----------------------------------------------------------------------------
 
 def test_secrets_removes_baked_keys_and_seeds_and_resets_machine_id(tmp_path: Path, g: FakeGuest) -> None:

@@ -261,6 +261,16 @@ def test_later_boots_read_cmdline_txt_from_the_card_as_it_is_now(tmp_path: Path)
     assert "root=PARTUUID=1111aaaa-02" in qemu_cmdline_of(image, boot)  # the image itself is untouched
 
 
+@pytest.mark.parametrize(("start", "size", "block"), [
+    (4 << 20, 512 << 20, 4 << 20), (8 << 20, 256 << 20, 4 << 20), (1 << 20, 63 << 20, 1 << 20),
+    (2048 * 512, (2048 * 512) + 1536, 512), (512 * 63, 512 << 10, 512)])
+def test_the_card_s_boot_partition_is_copied_in_the_largest_block_that_fits(start: int, size: int,
+                                                                             block: int) -> None:
+    from stages.boottest.bootfiles import dd_block
+
+    assert dd_block(Partition(1, 0x0C, start, size)) == block
+
+
 def qemu_cmdline_of(image: Path, boot: Partition) -> str:
     from stages.image.disk import fat_read
 
