@@ -7,12 +7,15 @@ seams' functions replaced; ssh-keygen is the real one.
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 import json
 import os
 import shutil
 import subprocess
 import threading
 from pathlib import Path
+from types import ModuleType
 
 PROGRAM = Path(__file__).resolve().parents[1] / "entropi-firstboot"  # the launcher
 PACKAGE = PROGRAM.parent / "entropi_firstboot"
@@ -184,3 +187,14 @@ def evidence(tree: Tree) -> dict:
 
 def committed(tree: Tree) -> dict:
     return json.loads(tree.committed.read_text())
+
+
+def load_script(path: Path) -> ModuleType:
+    """A program of this folder that has no .py suffix (entropi-growroot, entropi-tpm-feed), as a module."""
+    name = path.name.replace("-", "_")
+    loader = importlib.machinery.SourceFileLoader(name, str(path))
+    spec = importlib.util.spec_from_loader(name, loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module

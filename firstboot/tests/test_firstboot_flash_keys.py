@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 
 import pytest
 
-from firstboot.tests.helpers import FAST_KEYS, PROGRAM, SSH_KEYGEN, committed, evidence, keygen, make_pair, run
+from firstboot.tests.helpers import FAST_KEYS, PROGRAM, SSH_KEYGEN, committed, evidence, keygen, run
+from firstboot.tests.test_firstboot_guard import expose_ecdsa, remove_ecdsa, replace_ed25519
 
 pytestmark = pytest.mark.skipif(not os.path.exists(SSH_KEYGEN), reason="ssh-keygen not installed")
 MADE = {"by": "entropi flash", "at": "2026-11-29T12:00:00Z", "crng_ready_before_keys": True}
@@ -80,25 +80,7 @@ def test_the_next_boot_with_flash_keys_is_unchanged_and_still_says_keys_from_fla
                                    "(quick check) (keys from flash)\n"), guard.stdout
 
 
-def remove_ecdsa(tree, tmp_path) -> str:
-    tree.key("ecdsa").unlink()
-    tree.pub("ecdsa").unlink()
-    return "ssh_host_ecdsa_key: missing"
-
-
-def replace_ed25519(tree, tmp_path) -> str:
-    make_pair(tmp_path / "other")
-    shutil.copy(str(tmp_path / "other"), str(tree.key("ed25519")))
-    shutil.copy(str(tmp_path / "other.pub"), str(tree.pub("ed25519")))
-    return "ssh_host_ed25519_key: replaced (committed SHA256:"
-
-
-def expose_ed25519(tree, tmp_path) -> str:
-    tree.key("ed25519").chmod(0o644)
-    return "ssh_host_ed25519_key: private key readable by others (mode 0644)"
-
-
-@pytest.mark.parametrize("change", [remove_ecdsa, replace_ed25519, expose_ed25519])
+@pytest.mark.parametrize("change", [remove_ecdsa, replace_ed25519, expose_ecdsa])
 def test_a_flash_key_removed_or_changed_later_is_replaced_by_keys_made_on_the_card(
         fb, tree, crng, capsys, tmp_path, change):
     keys = flash_card(fb, tree)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import struct
 import subprocess
 from pathlib import Path
@@ -11,17 +9,14 @@ from types import ModuleType
 
 import pytest
 
+from firstboot.tests.helpers import load_script
+
 PROGRAM = Path(__file__).resolve().parents[1] / "entropi-growroot"
 MIB = 2048  # sectors
 
 
 def load() -> ModuleType:
-    loader = importlib.machinery.SourceFileLoader("entropi_growroot", str(PROGRAM))
-    spec = importlib.util.spec_from_loader("entropi_growroot", loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
+    return load_script(PROGRAM)
 
 
 def mbr(tmp_path: Path, boot_mib: int = 8, root_mib: int = 16, gpt: bool = False) -> bytes:

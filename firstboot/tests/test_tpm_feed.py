@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import os
 import socket
 import struct
@@ -13,16 +11,13 @@ from types import ModuleType
 
 import pytest
 
+from firstboot.tests.helpers import load_script
+
 PROGRAM = Path(__file__).resolve().parents[1] / "entropi-tpm-feed"
 
 
 def load() -> ModuleType:
-    loader = importlib.machinery.SourceFileLoader("entropi_tpm_feed", str(PROGRAM))
-    spec = importlib.util.spec_from_loader("entropi_tpm_feed", loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
+    return load_script(PROGRAM)
 
 
 class FakeTpm:
