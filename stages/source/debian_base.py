@@ -24,10 +24,11 @@ from pathlib import Path
 from stages.core import progress
 from stages.core.errors import UserError
 from stages.core.files import atomic_output, cache_dir, remove_tree, sha256_file
+from stages.core.files import write_file as _write
 from stages.core.processes import run, text
 from stages.core.runner import require_tools
 from stages.image.chroot import require_binfmt
-from stages.source import deferred, trixie_shape
+from stages.source import bookworm_shape, deferred, trixie_shape
 
 FORMAT = 4  # bump whenever the build below changes what lands in the image
 BOOT_MIB = 512
@@ -51,7 +52,6 @@ def initrd_modules(arch: str) -> list[str]:
 
 DTB = {"arm64": "bcm2837-rpi-3-b.dtb", "armhf": "bcm2836-rpi-2-b.dtb"}
 BUILD_TOOLS = ("mmdebstrap", "mkfs.ext4", "mkfs.vfat", "mcopy", "sfdisk", "openssl")
-PI_PASSWORD = "raspberry"  # the known password of old Raspbian images
 
 REGENERATOR_UNIT = """\
 [Unit]
@@ -72,13 +72,6 @@ REGENERATOR_SCRIPT = """\
 rm -f /etc/ssh/ssh_host_*_key*
 ssh-keygen -A > /dev/null
 systemctl -q disable regenerate_ssh_host_keys
-"""
-NETWORK = """\
-[Match]
-Name=eth* en* usb*
-
-[Network]
-DHCP=yes
 """
 
 
@@ -112,7 +105,7 @@ class BaseSpec:
         shaping = {
             "spec": asdict(self), "format": FORMAT, "packages": [*COMMON, KERNEL[self.arch]],
             "modules": initrd_modules(self.arch), "config_txt": config_txt(self, "KVER"),
-            "units": [REGENERATOR_UNIT, NETWORK],
+            "units": [REGENERATOR_UNIT, bookworm_shape.NETWORK],
         }
         if self.pi_trixie:  # only here, so that the bookworm bases keep their keys (and caches)
             shaping["pi_trixie"] = {"packages": self.packages, "files": trixie_shape.files(),
@@ -180,14 +173,6 @@ def _bootstrap(spec: BaseSpec, work: Path, root: Path) -> None:
     ], hint="mmdebstrap failed; check the mirror is reachable and binfmt is enabled (./ci/setup)")
 
 
-def _write(path: Path, content: str | bytes, mode: int = 0o644) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(content, str):
-        content = content.encode()
-    path.write_bytes(content)
-    path.chmod(mode)
-
-
 def _kernel_version(root: Path) -> str:
     versions = sorted(p.name[len("vmlinuz-"):] for p in (root / "boot").glob("vmlinuz-*"))
     if not versions:
@@ -239,20 +224,7 @@ def _shape(spec: BaseSpec, root: Path) -> None:
     if spec.pi_trixie:
         trixie_shape.shape(root, fw)
     else:
-        _shape_bookworm(root)
-
-
-def _shape_bookworm(root: Path) -> None:
-    """systemd-networkd, sshd on, pi with the password everyone knows, baked host keys and machine-id."""
-    _write(root / "etc" / "systemd" / "network" / "10-wired.network", NETWORK)
-    run(["systemctl", f"--root={root}", "enable", "systemd-networkd.service", "ssh.service"])
-    run(["useradd", "-R", str(root), "-m", "-s", "/bin/bash", "-G", "sudo,adm,dialout,video,plugdev", "pi"])
-    pw = text(["openssl", "passwd", "-6", PI_PASSWORD])
-    run(["usermod", "-R", str(root), "-p", pw, "pi"])
-    # The pre-baked secrets: host keys (openssh-server's postinst made them) and an id.
-    if not list((root / "etc" / "ssh").glob("ssh_host_*_key")):
-        raise UserError("base-image", "openssh-server made no host keys", hint="check the mmdebstrap log")
-    _write(root / "etc/machine-id", hashlib.sha256(os.urandom(32)).hexdigest()[:32] + "\n", 0o444)
+        bookworm_shape.shape(root)
 
 
 def _packages(root: Path) -> dict[str, str]:
