@@ -49,6 +49,9 @@ class Facts:
     hwrng_modules: list[str] = field(default_factory=list)  # entropi's modules-load.d file
     root_end_bytes: int = 0  # partition 2's end, before boot
     root_fs_bytes: int = 0  # its ext4 file system's size, before boot
+    disk_id: str = ""  # the MBR disk identifier (PARTUUID=<disk_id>-NN), before boot
+    resize: bool = False  # cmdline.txt carries ``resize``: the initramfs grows p2 and renews the disk id
+    cloud_init: bool = False  # cloud-init is installed; it runs at first boot
 
     @property
     def pre_baked(self) -> list[str]:
@@ -126,6 +129,7 @@ def _read_image(g: GuestHandle, facts: Facts, manifest: dict[str, Any]) -> None:
     if g.exists("/etc/entropi/firstboot.json"):
         facts.firstboot_config = json.loads(read_text(g, "/etc/entropi/firstboot.json"))
     facts.growroot = g.exists(GROWROOT_UNIT)
+    facts.cloud_init = g.exists("/usr/bin/cloud-init")
     if g.exists(HWRNG_CONF):
         facts.hwrng_modules = [w for w in (ln.split("#")[0].strip() for ln in read_text(g, HWRNG_CONF).splitlines())
                                if w]
@@ -149,12 +153,17 @@ def base_image(manifest: dict[str, Any]) -> Path | None:
     return None
 
 
-def flash_hostname(image: Path, boot: Partition) -> str:
-    """The per-card host name ``invoke flash --hostname`` wrote on the boot partition, if any."""
+def boot_text(image: Path, boot: Partition, name: str) -> str:
+    """A file of the image's boot partition as text; "" when it has none."""
     try:
-        words = fat_read(image, boot, "entropi/hostname").decode(errors="replace").split()
+        return fat_read(image, boot, name).decode(errors="replace")
     except UserError:
         return ""
+
+
+def flash_hostname(image: Path, boot: Partition) -> str:
+    """The per-card host name ``invoke flash --hostname`` wrote on the boot partition, if any."""
+    words = boot_text(image, boot, "entropi/hostname").split()
     return words[0] if len(words) == 1 else ""
 
 
@@ -162,6 +171,7 @@ def prepare(image: Path, disk: Path, manifest: dict[str, Any]) -> Facts:
     """Read the image's facts and write the probe into ``disk`` (a qcow2 overlay of ``image``)."""
     facts = Facts()
     mbr = read_mbr(image)
+    facts.disk_id = mbr.disk_id
     boot = next((p for p in mbr.partitions if p.is_fat), None)
     if len(mbr.partitions) >= 2:
         root = mbr.partitions[1]
@@ -175,6 +185,7 @@ def prepare(image: Path, disk: Path, manifest: dict[str, Any]) -> Facts:
         _instrument(g, facts)
         g.umount_all()
         facts.hostname = (flash_hostname(image, boot) if boot else "") or facts.hostname
+        facts.resize = boot is not None and "resize" in boot_text(image, boot, "cmdline.txt").split()
         if base:
             g.mount_ro("/dev/sdb2", "/")
             facts.base_keys, facts.base_source = _pubkeys(g), str(base)

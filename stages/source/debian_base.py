@@ -29,6 +29,7 @@ from stages.core.processes import run, text
 from stages.core.runner import require_tools
 from stages.image.chroot import require_binfmt
 from stages.source import bookworm_shape, deferred, trixie_shape
+from stages.source.cache import locked
 
 FORMAT = 4  # bump whenever the build below changes what lands in the image
 BOOT_MIB = 512
@@ -125,13 +126,23 @@ def sidecar(image: Path) -> Path:
 
 
 def ensure_base(spec: BaseSpec) -> Path:
-    """Return the cached base image for ``spec``, building it first when missing."""
+    """Return the cached base image for ``spec``, building it first when missing. Two entropis that
+    want the same base (a CI job building it ahead of the tests) build it once: the second waits."""
     final = spec.path()
     if final.exists():
         progress.info(f"base image (cached): {final}")
         return final
     require_tools("base-image", *BUILD_TOOLS)
     require_binfmt("base-image", spec.arch)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with locked(final.with_name(final.name + ".lock"), "building the same base image"):
+        if final.exists():
+            progress.info(f"base image (built meanwhile): {final}")
+            return final
+        return _build(spec, final)
+
+
+def _build(spec: BaseSpec, final: Path) -> Path:
     work = final.parent / f".work-{os.getpid()}"
     remove_tree(work)
     work.mkdir(parents=True)
