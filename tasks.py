@@ -130,13 +130,21 @@ def boot_test(c: Context, image: str = "", recipe: str = "", key: str = "", set:
 
 
 @task(help={"arch": "arm64 (boot partition at /boot/firmware) or armhf (legacy layout, /boot)",
-            "suite": "Debian suite: bookworm or trixie", "mirror": "Debian mirror"})
+            "suite": "Debian suite: bookworm or trixie", "mirror": "Debian mirror",
+            "all": "Build every base the offline recipes and the tests use (bookworm arm64 and armhf, trixie "
+                   "arm64) side by side, one process each"})
 @user_errors
 def base_image(c: Context, arch: str = "arm64", suite: str = "bookworm",
-               mirror: str = "http://deb.debian.org/debian") -> None:
+               mirror: str = "http://deb.debian.org/debian", all: bool = False) -> None:
     """Build (or reuse from ~/.cache/entropi/base) a Pi-style image from Debian packages; print its path."""
     from stages.source.debian_base import BaseSpec, ensure_base
 
+    if all:
+        from stages.source.base_set import ALL, build_all
+
+        for spec, path, seconds in build_all([BaseSpec(a, s, mirror) for a, s in ALL]):
+            print(f"{spec.suite:<9} {spec.arch:<6} {path}" + (f"  (built in {seconds:.0f}s)" if seconds else ""))
+        return
     if arch not in ("arm64", "armhf"):
         raise UserError("base-image", f"--arch {arch!r} is not supported", hint="use arm64 or armhf")
     if suite not in ("bookworm", "trixie"):

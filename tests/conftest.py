@@ -171,6 +171,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     setup = os.environ.get("ENTROPI_SETUP_SECONDS")
     if setup:
         rows.append(("setup", "ci/setup", float(setup)))
+    bases = os.environ.get("ENTROPI_BASES_SECONDS")
+    if bases:
+        rows.append(("base image", "--all: bookworm arm64 and armhf, trixie arm64, side by side",
+                     float(bases)))
     rows += _timings
     for kind, name, seconds in rows:
         tr.write_line(f"{kind:<11} {name:<64} {seconds:>8.1f}s")

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stages.build.expansion import INITRAMFS_RESIZE
 from stages.core.errors import UserError
 from stages.image.disk import Partition, fat_read, read_mbr
 from stages.image.guest import open_guest
@@ -50,7 +51,7 @@ class Facts:
     root_end_bytes: int = 0  # partition 2's end, before boot
     root_fs_bytes: int = 0  # its ext4 file system's size, before boot
     disk_id: str = ""  # the MBR disk identifier (PARTUUID=<disk_id>-NN), before boot
-    resize: bool = False  # cmdline.txt carries ``resize``: the initramfs grows p2 and renews the disk id
+    resize: bool = False  # the initramfs grows p2 and renews the disk id (``resize`` in cmdline.txt)
     cloud_init: bool = False  # cloud-init is installed; it runs at first boot
 
     @property
@@ -129,7 +130,10 @@ def _read_image(g: GuestHandle, facts: Facts, manifest: dict[str, Any]) -> None:
     if g.exists("/etc/entropi/firstboot.json"):
         facts.firstboot_config = json.loads(read_text(g, "/etc/entropi/firstboot.json"))
     facts.growroot = g.exists(GROWROOT_UNIT)
-    facts.cloud_init = g.exists("/usr/bin/cloud-init")
+    # What the build recorded, where there is a manifest (a card that lost the mechanism since is
+    # then judged against it), else what the image holds.
+    facts.cloud_init = bool(manifest.get("cloud_init", {}).get("present")) if manifest else \
+        g.exists("/usr/bin/cloud-init")
     if g.exists(HWRNG_CONF):
         facts.hwrng_modules = [w for w in (ln.split("#")[0].strip() for ln in read_text(g, HWRNG_CONF).splitlines())
                                if w]
@@ -185,7 +189,8 @@ def prepare(image: Path, disk: Path, manifest: dict[str, Any]) -> Facts:
         _instrument(g, facts)
         g.umount_all()
         facts.hostname = (flash_hostname(image, boot) if boot else "") or facts.hostname
-        facts.resize = boot is not None and "resize" in boot_text(image, boot, "cmdline.txt").split()
+        facts.resize = str(manifest.get("image", {}).get("first_boot_expansion", "")).startswith(INITRAMFS_RESIZE) \
+            if manifest else boot is not None and "resize" in boot_text(image, boot, "cmdline.txt").split()
         if base:
             g.mount_ro("/dev/sdb2", "/")
             facts.base_keys, facts.base_source = _pubkeys(g), str(base)

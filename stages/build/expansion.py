@@ -31,6 +31,7 @@ RESIZE_TOKEN = "resize"
 RESIZE_SCRIPTS = ["/usr/share/initramfs-tools/scripts/local-premount/resize*",
                   "/etc/initramfs-tools/scripts/local-premount/resize*"]
 RESIZE_FS_UNIT = "rpi-resize.service"
+INITRAMFS_RESIZE = "initramfs resize (`resize` in cmdline.txt)"  # the manifest's name for it (boot test: check 11)
 GROWROOT = "/usr/lib/entropi/entropi-growroot"
 GROWROOT_UNIT = "entropi-growroot.service"
 
@@ -43,7 +44,7 @@ def first_boot_expansion(g: GuestHandle, boot_mount: str) -> str | None:
             return name
     if RESIZE_TOKEN in cmdline.split() and any(g.glob_expand(p) for p in RESIZE_SCRIPTS):
         grow_fs = RESIZE_FS_UNIT if units.is_enabled(g, RESIZE_FS_UNIT) else "no file system grow unit enabled"
-        return f"initramfs resize (`resize` in cmdline.txt) + {grow_fs}"
+        return f"{INITRAMFS_RESIZE} + {grow_fs}"
     for unit in UNIT_EXPANDERS:
         if g.glob_expand(f"{units.ETC}/*.wants/{unit}") or g.glob_expand(f"{units.ETC}/*.requires/{unit}"):
             return unit

@@ -81,11 +81,17 @@ users:
   - {pub}
   sudo: ALL=(ALL) NOPASSWD:ALL
 ssh_pwauth: false
-timezone: Europe/London
 runcmd:
 - [systemctl, enable, --now, ssh]
 - [sh, -c, 'echo from-user-data > /var/tmp/runcmd-ran']
 """
+
+
+LOOK = "; ".join([  # run as the user-data's user on the card
+    'echo "hostname=$(hostname)"', 'echo "groups=$(id -nG)"', 'echo "runcmd=$(cat /var/tmp/runcmd-ran)"',
+    'echo "instance=$(cloud-init query instance_id)"',
+    'echo "cloud_init_sshd=$(sudo -n cat /etc/ssh/sshd_config.d/50-cloud-init.conf | tr "\\n" " ")"',
+    'echo "sshd=$(sudo -n sshd -T | grep -i ^passwordauthentication)"'])
 
 
 def test_an_imager_style_user_data_is_applied_and_its_user_logs_in_through_the_published_keys(
@@ -114,16 +120,16 @@ def test_an_imager_style_user_data_is_applied_and_its_user_logs_in_through_the_p
         ssh = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={trust}",
                "-o", "GlobalKnownHostsFile=/dev/null", "-o", "HostKeyAlias=garden-07", "-o", "IdentitiesOnly=yes",
                "-o", "ConnectTimeout=30", "-p", str(vm.port)]
-        login = subprocess.run([*ssh, "-i", str(user_key), "ada@127.0.0.1",
-                                "hostname; id -nG; cat /var/tmp/runcmd-ran; sudo -n sshd -T | grep -i "
-                                "'^passwordauthentication'; cloud-init query instance_id"],
+        login = subprocess.run([*ssh, "-i", str(user_key), "ada@127.0.0.1", LOOK],
                                capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
         # pi with the password the boot test set: sshd must refuse passwords (ssh_pwauth: false)
         password = password_attempt(vm.port, trust, replace(facts, hostname="garden-07"))
     assert login.returncode == 0, login.stderr
-    name, groups, ran, pwauth, iid = login.stdout.strip().splitlines()
-    assert name == "garden-07" and "sudo" in groups.split() and ran == "from-user-data"
-    assert pwauth.lower() == "passwordauthentication no" and iid.startswith("entropi-")
+    seen = dict(line.split("=", 1) for line in login.stdout.splitlines() if "=" in line)
+    assert seen["hostname"] == "garden-07" and "sudo" in seen["groups"].split(), seen
+    assert seen["runcmd"] == "from-user-data" and seen["instance"].startswith("entropi-"), seen
+    # ssh_pwauth: false, as cloud-init writes it, and what sshd makes of its configuration
+    assert "PasswordAuthentication no" in seen["cloud_init_sshd"] and seen["sshd"] == "passwordauthentication no"
     assert password == "refused", password
     # published under the user-data's host name; sshd serves exactly those keys
     assert known_hosts_names(published) == ["garden-07"]

@@ -62,8 +62,9 @@ def _break(b: Boot, change: str) -> None:
     elif change == "cloud-init-error":
         p["cloud_init"].update(exit=1)
         p["cloud_init"]["status"].update(status="error", errors=["('scripts_user', RuntimeError('runcmd failed'))"])
-    elif change == "cloud-init-recoverable":
-        p["cloud_init"].update(exit=2)
+    elif change == "cloud-init-error-and-warning":
+        p["cloud_init"].update(exit=1)
+        p["cloud_init"]["status"].update(status="error", errors=["('scripts_user', RuntimeError('runcmd failed'))"])
         p["cloud_init"]["status"]["recoverable_errors"] = {"WARNING": ["Failed to set hostname"]}
     elif change == "cloud-init-running":
         p["cloud_init"]["status"].update(status="running")
@@ -78,7 +79,7 @@ def _break(b: Boot, change: str) -> None:
     ("fstab-old", "11", "/etc/fstab mounts"),
     ("mounted-elsewhere", "11", f"mounted from {{'/': '{OLD}-02'"),
     ("cloud-init-error", "12", "status 'error', exit 1"),
-    ("cloud-init-recoverable", "12", "recoverable errors {'WARNING'"),
+    ("cloud-init-error-and-warning", "12", "recoverable errors {'WARNING': ['Failed to set hostname']}"),
     ("cloud-init-running", "12", "status 'running'"),
     ("cloud-init-no-answer", "12", "timed out"),
 ])
@@ -88,6 +89,19 @@ def test_each_broken_fact_fails_exactly_its_check(change: str, check: str, reaso
     failed = _failed(b, _facts())
     assert list(failed) == [check], failed
     assert reason in failed[check]
+
+
+def test_warnings_cloud_init_recovered_from_are_shown_not_failed() -> None:
+    """Raspberry Pi OS's comment-only user-data: cloud-init logs a WARNING and reports "degraded done"."""
+    b = _boot()
+    assert b.probe is not None
+    b.probe["cloud_init"].update(exit=2)
+    b.probe["cloud_init"]["status"].update(
+        extended_status="degraded done",
+        recoverable_errors={"WARNING": ["Failed at merging in cloud config part from part-001: empty cloud config"]})
+    twelve = os_checks(b, _facts())[1]
+    assert twelve.ok and "its warnings: ['WARNING: Failed at merging" in twelve.detail
+    assert twelve.evidence["extended_status"] == "degraded done"
 
 
 def test_neither_applies_to_an_image_without_the_mechanisms_or_without_card_b() -> None:
