@@ -100,11 +100,14 @@ def fetch(c: Context, recipe: str = DEFAULT_RECIPE, verify: bool = False, set: l
                    "with --recipe and no --key a throwaway key is made and added to the build",
             "set": SET_HELP + " (with --recipe)",
             "tpm": "Instead: one boot under -M virt with an emulated TPM 2.0 (swtpm) and a virtio RNG, counting "
-                   "what each delivered (Debian-built arm64 images only); report in out/NAME.tpm-report.json"},
+                   "what each delivered (Debian-built arm64 images only); report in out/NAME.tpm-report.json",
+            "cards": "Which cards to boot, comma-separated (default B,A,C, seven boots): B the examined first boot; "
+                     "A a power cut after the first-boot unit, then two later boots; C two power cuts while keys "
+                     "are made. The checks of cards not booted say N/A"},
       iterable=["set"])
 @user_errors
 def boot_test(c: Context, image: str = "", recipe: str = "", key: str = "", set: list[str] | None = None,
-              tpm: bool = False) -> None:
+              tpm: bool = False, cards: str = "") -> None:
     """Boot the image under QEMU (raspi3b/raspi2b) and prove its properties over SSH.
 
     Writes out/NAME.boot-report.json and out/NAME.boot.log; exits 1 when a check fails.
@@ -123,7 +126,7 @@ def boot_test(c: Context, image: str = "", recipe: str = "", key: str = "", set:
             raise Exit("boot-test --tpm: some checks failed (see out/*.tpm-report.json)", code=1)
         return
 
-    report = run_boot_test(image, recipe, key, set or [])
+    report = run_boot_test(image, recipe, key, set or [], cards)
     print(summary(report))
     if not report["passed"]:
         raise Exit("boot-test: some checks failed (see the report above and out/*.boot-report.json)", code=1)
