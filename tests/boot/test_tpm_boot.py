@@ -1,5 +1,7 @@
 """`boot-test --tpm`: under -M virt with swtpm and virtio-rng, both RNGs feed the kernel only
-with hwrng.tpm; an image built without it fails exactly that check (T3)."""
+with hwrng.tpm. Negative controls, each on a copy of a built image that lacks one property:
+built without hwrng.tpm fails exactly T3; no driver for the TPM fails exactly T1-T3; trousers'
+tcsd enabled fails exactly T4."""
 
 from __future__ import annotations
 
@@ -8,12 +10,15 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from stages.boottest.run import read_manifest
 from stages.boottest.tpm import tpm_boot_test
 from tests.conftest import ROOT, need_tools, timed
+from tests.support import sabotage as s
+from tests.support.tpm12 import HOST_FROM_GUEST, tpm12_on_host
 
 pytestmark = pytest.mark.boot
 
@@ -22,18 +27,27 @@ def _need() -> None:
     need_tools("qemu-system-aarch64", "qemu-img", "swtpm")
 
 
-def test_with_hwrng_tpm_bits_from_the_tpm_and_the_board_rng_reach_the_kernel(base_arm64: Path,
-                                                                               tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def tpm_image(base_arm64: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """out/debian-arm64-tpm.img, built once for this module (its boots use overlays or copies)."""
     _need()
     from stages.build.pipeline import build
     from stages.core.recipe import load_recipe
 
-    config = load_recipe(ROOT / "recipes" / "debian-arm64-tpm.toml")
+    out = tmp_path_factory.mktemp("tpm") / "out"
     with timed("build", "debian-arm64-tpm"):
-        build(config, tmp_path / "out")
-    image = tmp_path / "out" / "debian-arm64-tpm.img"
+        build(load_recipe(ROOT / "recipes" / "debian-arm64-tpm.toml"), out)
+    return out / "debian-arm64-tpm.img"
+
+
+def _verdicts(report: dict[str, Any]) -> tuple[dict[str, bool], dict[str, str]]:
+    checks = report["checks"]
+    return {c["id"]: c["passed"] for c in checks}, {c["id"]: c["detail"] for c in checks}
+
+
+def test_with_hwrng_tpm_bits_from_the_tpm_and_the_board_rng_reach_the_kernel(tpm_image: Path) -> None:
     with timed("boot", "tpm (debian-arm64-tpm)"):
-        report = tpm_boot_test(image, read_manifest(image))
+        report = tpm_boot_test(tpm_image, read_manifest(tpm_image))
     print(json.dumps(report["checks"], indent=1)[:4000])
     assert report["passed"], [c["detail"] for c in report["checks"] if not c["passed"]]
     three = next(c for c in report["checks"] if c["id"] == "T3")
@@ -50,9 +64,38 @@ def test_without_hwrng_tpm_the_tpm_check_fails_and_only_it(built_arm64: Path, tm
     shutil.copy(manifest, tmp_path / manifest.name)
     with timed("boot", "tpm (ci-arm64, no hwrng.tpm)"):
         report = tpm_boot_test(image, read_manifest(image))
-    verdicts = {c["id"]: c["passed"] for c in report["checks"]}
-    assert verdicts == {"T1": True, "T2": True, "T3": False, "T4": True}, report["checks"]
-    three = next(c for c in report["checks"] if c["id"] == "T3")
+    verdicts, details = _verdicts(report)
+    assert verdicts == {"T1": True, "T2": True, "T3": False, "T4": True}, details
     # the hw_random core reads 32 bytes from a device as it registers it (add_early_randomness,
     # uncredited); nothing reads the TPM after that
-    assert re.search(r"the TPM delivered (0|32) random bytes, taken by nobody", three["detail"]), three["detail"]
+    assert re.search(r"the TPM delivered (0|32) random bytes, taken by nobody", details["T3"]), details["T3"]
+
+
+def test_without_a_driver_for_the_tpm_the_tpm_checks_fail_and_trousers_stays_off(tpm_image: Path,
+                                                                                  tmp_path: Path) -> None:
+    """As a Pi image without tpm_tis_spi: the kernel never gets the TPM, so it neither answers (T1),
+    nor registers as an RNG (T2), nor delivers a byte (T3); tcsd stays masked (T4)."""
+    image = s.sabotaged_copy(tpm_image, tmp_path / "out", "no-tpm-driver", [s.no_tpm_driver])
+    with timed("boot", "tpm (debian-arm64-tpm, no TPM driver)"):
+        report = tpm_boot_test(image, read_manifest(image))
+    verdicts, details = _verdicts(report)
+    assert verdicts == {"T1": False, "T2": False, "T3": False, "T4": True}, details
+    assert re.fullmatch(r"/dev/tpmrm0 did not answer: No such file or directory", details["T1"]), details["T1"]
+    assert re.fullmatch(r"not registered: the TPM \(tpm-rng\)", details["T2"]), details["T2"]
+    assert re.fullmatch(r"the TPM delivered 0 random bytes, taken by nobody", details["T3"]), details["T3"]
+    assert report["counts"]["tpm"]["commands"] == 0, report["counts"]  # not one command reached the TPM
+
+
+def test_with_trousers_enabled_only_the_trousers_check_fails(tpm_image: Path, tmp_path: Path) -> None:
+    """tcsd unmasked, enabled and given a TPM 1.2 it can run on (an unmasked tcsd exits on the card's
+    TPM 2.0: tests/support/sabotage.py TCSD_ON_TPM12); the card's TPM keeps passing T1-T3."""
+    with tpm12_on_host(tmp_path / "tpm12") as port:
+        image = s.sabotaged_copy(tpm_image, tmp_path / "out", "tcsd-on", [s.trousers_on(HOST_FROM_GUEST, port)])
+        with timed("boot", "tpm (debian-arm64-tpm, tcsd enabled)"):
+            report = tpm_boot_test(image, read_manifest(image))
+    verdicts, details = _verdicts(report)
+    assert verdicts == {"T1": True, "T2": True, "T3": True, "T4": False}, details
+    assert re.fullmatch(r"tcsd runs: \['trousers\.service', 'tcsd\.service'\]", details["T4"]), details["T4"]
+    assert report["probe"]["tcsd_running"]
+    # tcsd ran on the TPM 1.2: not one TPM 1.2 command (TPM_GetCapability, 0x65) reached the card's TPM 2.0
+    assert "0x65" not in report["counts"]["tpm"]["by_code"], report["counts"]["tpm"]

@@ -15,6 +15,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+from stages.image import units
 from stages.image.guest import open_guest
 from stages.image.guest_files import read_text, write_text
 from stages.image.handle import GuestHandle
@@ -90,6 +91,48 @@ def naive_key_maker(g: GuestHandle, boot: str) -> None:
     config = json.loads(read_text(g, "/etc/entropi/firstboot.json"))
     types = " ".join(k["type"] for k in config["key_types"])
     write_text(g, "/usr/lib/entropi/entropi-firstboot", NAIVE_KEY_MAKER.format(types=types), 0o755)
+
+
+def no_tpm_driver(g: GuestHandle, boot: str) -> None:
+    """T1, T2 and T3 of `boot-test --tpm`: the kernel has no driver for the card's TPM (the boot
+    test's TPM reaches the kernel through the vTPM proxy, a Pi's through tpm_tis_spi): the module
+    file is gone. depmod's index still names it, so modprobe says "could not insert
+    'tpm_vtpm_proxy': Unknown symbol in module" (kmod's words for ENOENT) where a fresh index
+    gives "Module tpm_vtpm_proxy not found"; either way no /dev/vtpmx, and the checks' verdicts
+    and details were the same in both boots."""
+    found = [f"/usr/lib/modules/{p}" for p in g.find("/usr/lib/modules")
+             if p.rsplit("/", 1)[-1].startswith("tpm_vtpm_proxy.ko")]
+    assert found, "no tpm_vtpm_proxy module in the image"
+    for path in found:
+        g.rm(path)
+
+
+TCSD_ON_TPM12 = """# Sabotage: tcsd speaks TPM 1.2 only. On the card's TPM 2.0 (/dev/tpm0) an unmasked tcsd exits
+# at its first command, TPM_GetCapability (swtpm answers TPM_RC_VALUE: "TCS GetCapability failed
+# with result = 0x84", exit status 132), so it never runs there. Here it gets a TPM 1.2 the way
+# trousers reaches a TPM emulator: `tcsd -e` with TCSD_TCP_DEVICE_HOSTNAME/PORT.
+[Unit]
+Wants=network-online.target
+After=network-online.target
+
+[Service]
+Environment=TCSD_TCP_DEVICE_HOSTNAME={host} TCSD_TCP_DEVICE_PORT={port}
+ExecStart=
+ExecStart=/usr/sbin/tcsd -e
+"""
+
+
+def trousers_on(host: str, port: int) -> Sabotage:
+    """T4 of `boot-test --tpm`: trousers' tcsd unmasked and enabled (`systemctl unmask trousers tcsd;
+    systemctl enable tcsd`), with a TPM 1.2 at ``host``:``port`` to run on (see TCSD_ON_TPM12)."""
+    def enable(g: GuestHandle, boot: str) -> None:
+        for unit in ("trousers.service", "tcsd.service"):
+            units.unmask(g, unit)
+        assert units.enable(g, "tcsd.service"), "no tcsd.service in the image"
+        g.mkdir_p("/etc/systemd/system/tcsd.service.d")
+        write_text(g, "/etc/systemd/system/tcsd.service.d/tpm12.conf", TCSD_ON_TPM12.format(host=host, port=port),
+                   0o644)
+    return enable
 
 
 def base_key_files(base: Path) -> dict[str, bytes]:
