@@ -91,7 +91,8 @@ def parse_cards(text: str) -> tuple[str, ...]:
     names = [w.strip().upper() for w in text.split(",")]
     unknown = [repr(n) if n else "an empty name" for n in names if n not in CARDS]
     if unknown:
-        raise UserError("boot-test", f"--cards {text!r}: {', '.join(unknown)} is not a card", hint=f"name cards from {','.join(CARDS)}, e.g. --cards B or --cards B,A")
+        raise UserError("boot-test", f"--cards {text!r}: {', '.join(unknown)} is not a card",
+                        hint=f"name cards from {','.join(CARDS)}, e.g. --cards B or --cards B,A")
     return tuple(c for c in CARDS if c in names)
 
 
