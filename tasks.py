@@ -100,11 +100,14 @@ def fetch(c: Context, recipe: str = DEFAULT_RECIPE, verify: bool = False, set: l
                    "with --recipe and no --key a throwaway key is made and added to the build",
             "set": SET_HELP + " (with --recipe)",
             "tpm": "Instead: one boot under -M virt with an emulated TPM 2.0 (swtpm) and a virtio RNG, counting "
-                   "what each delivered (Debian-built arm64 images only); report in out/NAME.tpm-report.json"},
+                   "what each delivered (Debian-built arm64 images only); report in out/NAME.tpm-report.json",
+            "cards": "Which cards to boot, comma-separated (default B,A,C, seven boots): B the examined first boot; "
+                     "A a power cut after the first-boot unit, then two later boots; C two power cuts while keys "
+                     "are made. The checks of cards not booted say N/A"},
       iterable=["set"])
 @user_errors
 def boot_test(c: Context, image: str = "", recipe: str = "", key: str = "", set: list[str] | None = None,
-              tpm: bool = False) -> None:
+              tpm: bool = False, cards: str = "") -> None:
     """Boot the image under QEMU (raspi3b/raspi2b) and prove its properties over SSH.
 
     Writes out/NAME.boot-report.json and out/NAME.boot.log; exits 1 when a check fails.
@@ -123,20 +126,28 @@ def boot_test(c: Context, image: str = "", recipe: str = "", key: str = "", set:
             raise Exit("boot-test --tpm: some checks failed (see out/*.tpm-report.json)", code=1)
         return
 
-    report = run_boot_test(image, recipe, key, set or [])
+    report = run_boot_test(image, recipe, key, set or [], cards)
     print(summary(report))
     if not report["passed"]:
         raise Exit("boot-test: some checks failed (see the report above and out/*.boot-report.json)", code=1)
 
 
 @task(help={"arch": "arm64 (boot partition at /boot/firmware) or armhf (legacy layout, /boot)",
-            "suite": "Debian suite: bookworm or trixie", "mirror": "Debian mirror"})
+            "suite": "Debian suite: bookworm or trixie", "mirror": "Debian mirror",
+            "all": "Build every base the offline recipes and the tests use (bookworm arm64 and armhf, trixie "
+                   "arm64) side by side, one process each"})
 @user_errors
 def base_image(c: Context, arch: str = "arm64", suite: str = "bookworm",
-               mirror: str = "http://deb.debian.org/debian") -> None:
+               mirror: str = "http://deb.debian.org/debian", all: bool = False) -> None:
     """Build (or reuse from ~/.cache/entropi/base) a Pi-style image from Debian packages; print its path."""
     from stages.source.debian_base import BaseSpec, ensure_base
 
+    if all:
+        from stages.source.base_set import ALL, build_all
+
+        for spec, path, seconds in build_all([BaseSpec(a, s, mirror) for a, s in ALL]):
+            print(f"{spec.suite:<9} {spec.arch:<6} {path}" + (f"  (built in {seconds:.0f}s)" if seconds else ""))
+        return
     if arch not in ("arm64", "armhf"):
         raise UserError("base-image", f"--arch {arch!r} is not supported", hint="use arm64 or armhf")
     if suite not in ("bookworm", "trixie"):
@@ -150,23 +161,27 @@ def base_image(c: Context, arch: str = "arm64", suite: str = "bookworm",
             "yes": "Do not ask for confirmation",
             "to_file": "Write an image file (sparse) instead of a block device",
             "force_non_removable": "Allow a device whose sysfs 'removable' flag is 0 (never the running system)",
-            "hostname": "Per-card hostname, written to <boot>/entropi/hostname for the first boot: a name, a "
-                        "comma list (one per --device), or a pattern of the card's number n, e.g. pi-{n:02}",
+            "hostname": "Per-card hostname, written to <boot>/entropi/hostname for the first boot (and with cloud-init "
+                        "to its seed's meta-data): a name, a comma list (one per --device), or a pattern of the "
+                        "card's number n, e.g. pi-{n:02}",
             "first": "The n of the first card in a --hostname pattern (default 1)",
             "host_keys": "Make each card's SSH host keys now, on this host (the image's key types), write them "
                          "to the card and add them to --known-hosts under its --hostname; its first boot keeps them",
             "known_hosts": "With --host-keys: the known_hosts file to update (default out/known_hosts)",
-            "sshfp": "With --host-keys: the file of the cards' SSHFP records (default out/sshfp.zone)"},
+            "sshfp": "With --host-keys: the file of the cards' SSHFP records (default out/sshfp.zone)",
+            "user_data": "A #cloud-config file for cloud-init, put on every card's boot partition as user-data "
+                         "(images with cloud-init only), with a fresh instance-id per card"},
       iterable=["device"])
 @user_errors
 def flash(c: Context, image: str, device: list[str] | None = None, yes: bool = False, to_file: bool = False,
           force_non_removable: bool = False, hostname: str = "", first: int = 1, host_keys: bool = False,
-          known_hosts: str = "", sshfp: str = "") -> None:
+          known_hosts: str = "", sshfp: str = "", user_data: str = "") -> None:
     """Write an image to SD cards (mapped blocks only when a .bmap exists), several at once, each read back.
 
     Refuses mounted devices, the disk that runs this computer, non-removable disks (unless
     --force-non-removable), cards smaller than the image, and asks before writing unless --yes;
-    one refused device and nothing is written. Prints a table of the cards; exits 1 if any failed.
+    one refused device and nothing is written. With cloud-init in the image, --hostname and --user-data go
+    into its NoCloud seed with a fresh instance-id per card. Prints a table of the cards; exits 1 if any failed.
     """
     from stages.flash.fleet import CardResult, flash_cards, hostnames, table
     from stages.flash.hostkeys import plan_host_keys
@@ -179,16 +194,17 @@ def flash(c: Context, image: str, device: list[str] | None = None, yes: bool = F
         raise UserError("flash", f"--to-file writes one file, {len(targets)} were given", hint="give one --device")
     if (known_hosts or sshfp) and not host_keys:
         raise UserError("flash", "--known-hosts and --sshfp go with --host-keys", hint="add --host-keys")
+    seed = Path(user_data) if user_data else None
     keys = plan_host_keys(Path(image), known_hosts=Path(known_hosts) if known_hosts else None,
                           sshfp=Path(sshfp) if sshfp else None) if host_keys else None
     if to_file:
         name = hostnames(hostname, 1, first)[0]
         report = flash_file(Path(image), targets[0], yes=yes, to_file=True, force_non_removable=False, hostname=name,
-                            host_keys=keys)
+                            host_keys=keys, user_data=seed)
         results = [CardResult(str(targets[0]), "", name, report["bytes_written"], report["seconds"], True)]
     else:
         results = flash_cards(Path(image), targets, yes=yes, force_non_removable=force_non_removable,
-                              hostname=hostname, first=first, host_keys=keys)
+                              hostname=hostname, first=first, host_keys=keys, user_data=seed)
     print(table(results))
     failed = sum(not r.verified for r in results)
     if failed:

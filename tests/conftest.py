@@ -33,14 +33,14 @@ def root_dir() -> Path:
     return ROOT
 
 
-def _base(arch: str) -> Path:
+def _base(arch: str, suite: str = "bookworm") -> Path:
     """The cached Debian-built base image for ``arch`` (built on first use, minutes)."""
     need_root()
     need_tools("mmdebstrap", "mkfs.vfat", "mcopy", "sfdisk")
     from stages.source.debian_base import BaseSpec, ensure_base
 
-    with timed("base image", f"{arch} (bookworm)"):
-        return ensure_base(BaseSpec(arch))
+    with timed("base image", f"{arch} ({suite})"):
+        return ensure_base(BaseSpec(arch, suite))
 
 
 @pytest.fixture(scope="session")
@@ -53,6 +53,12 @@ def base_arm64() -> Path:
 def base_armhf() -> Path:
     """The armhf base (legacy /boot layout)."""
     return _base("armhf")
+
+
+@pytest.fixture(scope="session")
+def base_trixie_arm64() -> Path:
+    """The arm64 trixie base, shaped like today's Raspberry Pi OS (cloud-init, initramfs resize)."""
+    return _base("arm64", "trixie")
 
 
 @pytest.fixture(scope="session")
@@ -69,29 +75,30 @@ def user_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
 PASSWORD_HASH = "$6$entropitest$mwUonLwkY0A/84S6vCbkU6hyBPhNtM3zS1yBRTA3DgrAh19VF.ps.2L8THcvuwe6aPZhmBViuhqBnUuWlOX7s."  # openssl passwd -6 -salt entropitest 'correct horse'  # noqa: E501
 
 
-def write_test_recipe(directory: Path, arch: str, pubkey: Path) -> Path:
-    recipe = directory / f"ci-{arch}.toml"
+def write_test_recipe(directory: Path, arch: str, pubkey: Path, suite: str = "bookworm") -> Path:
+    name = f"ci-{arch}" if suite == "bookworm" else f"ci-{suite}-{arch}"
+    recipe = directory / f"{name}.toml"
     recipe.write_text(
-        f'[base]\nsource = "debian"\narch = "{arch}"\n\n'
+        f'[base]\nsource = "debian"\narch = "{arch}"\nsuite = "{suite}"\n\n'
         '[image]\ngrow = "+256M"\n'
-        f'{"shrink = true" if arch == "armhf" else ""}\n\n'
+        f'{"shrink = true" if arch == "armhf" or suite == "trixie" else ""}\n\n'
         f'[users]\nname = "pi"\npassword_hash = "{PASSWORD_HASH}"\nauthorized_keys = ["{pubkey}"]\n\n'
         '[ssh]\nkey_types = ["ed25519", "ecdsa", "rsa"]\nrsa_bits = 3072\n\n'
-        f'[output]\nname = "ci-{arch}"\ncompress = "zst"\n'
+        f'[output]\nname = "{name}"\ncompress = "zst"\n'
     )
     return recipe
 
 
-def _built(arch: str, user_key: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """out/ci-ARCH.img built by the real pipeline from the Debian base (once per session)."""
+def _built(arch: str, user_key: Path, tmp_path_factory: pytest.TempPathFactory, suite: str = "bookworm") -> Path:
+    """out/ci-ARCH.img (ci-SUITE-ARCH.img) built by the real pipeline from the Debian base (once per session)."""
     from stages.build.pipeline import build
     from stages.core.recipe import load_recipe
 
-    work = tmp_path_factory.mktemp(f"build-{arch}")
-    recipe = write_test_recipe(work, arch, user_key.with_suffix(".pub"))
-    with timed("build", f"ci-{arch}"):
+    work = tmp_path_factory.mktemp(f"build-{suite}-{arch}")
+    recipe = write_test_recipe(work, arch, user_key.with_suffix(".pub"), suite)
+    with timed("build", recipe.stem):
         build(load_recipe(recipe), work / "out")
-    return work / "out" / f"ci-{arch}.img"
+    return work / "out" / f"{recipe.stem}.img"
 
 
 @pytest.fixture(scope="session")
@@ -104,6 +111,12 @@ def built_arm64(base_arm64: Path, user_key: Path, tmp_path_factory: pytest.TempP
 def built_armhf(base_armhf: Path, user_key: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """out/ci-armhf.img: the legacy layout (boot partition at /boot)."""
     return _built("armhf", user_key, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def built_trixie_arm64(base_trixie_arm64: Path, user_key: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """out/ci-trixie-arm64.img, from the Raspberry Pi OS trixie-shaped base (shrunk)."""
+    return _built("arm64", user_key, tmp_path_factory, "trixie")
 
 
 # -- CI rules and the timing table -----------------------------------------------------------
@@ -158,6 +171,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     setup = os.environ.get("ENTROPI_SETUP_SECONDS")
     if setup:
         rows.append(("setup", "ci/setup", float(setup)))
+    bases = os.environ.get("ENTROPI_BASES_SECONDS")
+    if bases:
+        rows.append(("base image", "--all: bookworm arm64 and armhf, trixie arm64, side by side",
+                     float(bases)))
     rows += _timings
     for kind, name, seconds in rows:
         tr.write_line(f"{kind:<11} {name:<64} {seconds:>8.1f}s")

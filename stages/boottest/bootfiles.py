@@ -9,7 +9,7 @@ from pathlib import Path
 
 from stages.core.errors import UserError
 from stages.core.processes import run
-from stages.image.disk import Partition, fat_copy_out, fat_list, fat_read, read_mbr
+from stages.image.disk import Mbr, Partition, fat_copy_out, fat_list, fat_read, read_mbr
 
 DTBS = {
     "arm64": ["bcm2710-rpi-3-b.dtb", "bcm2837-rpi-3-b.dtb"],
@@ -125,6 +125,17 @@ def card_boot_file(disk: Path, boot: Partition, name: str) -> bytes | None:
         return None
     finally:
         fat.unlink(missing_ok=True)
+
+
+def card_mbr(disk: Path) -> Mbr:
+    """The card's (qcow2 ``disk``) partition table and disk identifier as it holds them now."""
+    head = disk.with_name(disk.name + ".mbr")
+    try:
+        run(["qemu-img", "dd", "-f", "qcow2", "-O", "raw", "bs=512", "count=1", f"if={disk}", f"of={head}"],
+            hint="qemu-img (qemu-utils) reads the card's partition table; run ./ci/setup")
+        return read_mbr(head)
+    finally:
+        head.unlink(missing_ok=True)
 
 
 def card_cmdline(disk: Path, boot: Partition, arch: str) -> str:

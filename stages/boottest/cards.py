@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from stages.boottest.bootfiles import BootFiles, card_boot_file, card_cmdline
+from stages.boottest.bootfiles import BootFiles, card_boot_file, card_cmdline, card_mbr
 from stages.boottest.evidence import Boot, keyscan, known_hosts_keys
 from stages.boottest.login import login_and_password
 from stages.boottest.machine import Machine, overlay
@@ -75,6 +75,10 @@ class Cards:
             result.fingerprints = list(dict.fromkeys(re.findall(r"ENTROPI-FINGERPRINT \d+ (SHA256:\S+)", vm.text())))
             vm.poll_milestones()
             result.milestones, result.log, result.failure = dict(vm.milestones), vm.text(), vm.failure()
+        if self.facts.resize and not cut_at:  # what the initramfs resize left on the card, read on the host
+            cmdline = card_boot_file(disk, files.boot_part, "cmdline.txt")
+            result.card_after = {"disk_id": card_mbr(disk).disk_id,
+                                 "cmdline_txt": cmdline.decode(errors="replace").strip() if cmdline else None}
         return result
 
     def _until_ssh(self, vm: Machine, result: Boot) -> None:

@@ -38,6 +38,7 @@ class Boot:
     cut_after: float | None = None  # seconds from that line reaching the console log to QEMU killed
     after_cut_known_hosts: str = ""  # entropi/known_hosts on the card right after the power cut
     tampered: dict[str, str] = field(default_factory=dict)  # host keys written behind the guard's back, by file
+    card_after: dict[str, Any] = field(default_factory=dict)  # the card read on the host after power off (resize)
 
 
 def guard_line(log: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stages.build.expansion import INITRAMFS_RESIZE
 from stages.core.errors import UserError
 from stages.image.disk import Partition, fat_read, read_mbr
 from stages.image.guest import open_guest
@@ -49,6 +50,9 @@ class Facts:
     hwrng_modules: list[str] = field(default_factory=list)  # entropi's modules-load.d file
     root_end_bytes: int = 0  # partition 2's end, before boot
     root_fs_bytes: int = 0  # its ext4 file system's size, before boot
+    disk_id: str = ""  # the MBR disk identifier (PARTUUID=<disk_id>-NN), before boot
+    resize: bool = False  # the initramfs grows p2 and renews the disk id (``resize`` in cmdline.txt)
+    cloud_init: bool = False  # cloud-init is installed; it runs at first boot
 
     @property
     def pre_baked(self) -> list[str]:
@@ -126,6 +130,10 @@ def _read_image(g: GuestHandle, facts: Facts, manifest: dict[str, Any]) -> None:
     if g.exists("/etc/entropi/firstboot.json"):
         facts.firstboot_config = json.loads(read_text(g, "/etc/entropi/firstboot.json"))
     facts.growroot = g.exists(GROWROOT_UNIT)
+    # What the build recorded, where there is a manifest (a card that lost the mechanism since is
+    # then judged against it), else what the image holds.
+    facts.cloud_init = bool(manifest.get("cloud_init", {}).get("present")) if manifest else \
+        g.exists("/usr/bin/cloud-init")
     if g.exists(HWRNG_CONF):
         facts.hwrng_modules = [w for w in (ln.split("#")[0].strip() for ln in read_text(g, HWRNG_CONF).splitlines())
                                if w]
@@ -149,12 +157,17 @@ def base_image(manifest: dict[str, Any]) -> Path | None:
     return None
 
 
-def flash_hostname(image: Path, boot: Partition) -> str:
-    """The per-card host name ``invoke flash --hostname`` wrote on the boot partition, if any."""
+def boot_text(image: Path, boot: Partition, name: str) -> str:
+    """A file of the image's boot partition as text; "" when it has none."""
     try:
-        words = fat_read(image, boot, "entropi/hostname").decode(errors="replace").split()
+        return fat_read(image, boot, name).decode(errors="replace")
     except UserError:
         return ""
+
+
+def flash_hostname(image: Path, boot: Partition) -> str:
+    """The per-card host name ``invoke flash --hostname`` wrote on the boot partition, if any."""
+    words = boot_text(image, boot, "entropi/hostname").split()
     return words[0] if len(words) == 1 else ""
 
 
@@ -162,6 +175,7 @@ def prepare(image: Path, disk: Path, manifest: dict[str, Any]) -> Facts:
     """Read the image's facts and write the probe into ``disk`` (a qcow2 overlay of ``image``)."""
     facts = Facts()
     mbr = read_mbr(image)
+    facts.disk_id = mbr.disk_id
     boot = next((p for p in mbr.partitions if p.is_fat), None)
     if len(mbr.partitions) >= 2:
         root = mbr.partitions[1]
@@ -175,6 +189,8 @@ def prepare(image: Path, disk: Path, manifest: dict[str, Any]) -> Facts:
         _instrument(g, facts)
         g.umount_all()
         facts.hostname = (flash_hostname(image, boot) if boot else "") or facts.hostname
+        facts.resize = str(manifest.get("image", {}).get("first_boot_expansion", "")).startswith(INITRAMFS_RESIZE) \
+            if manifest else boot is not None and "resize" in boot_text(image, boot, "cmdline.txt").split()
         if base:
             g.mount_ro("/dev/sdb2", "/")
             facts.base_keys, facts.base_source = _pubkeys(g), str(base)

@@ -84,8 +84,22 @@ def boot_test_for(image: Path, key: str, manifest: dict[str, Any], cards: Sequen
                     password_expected=password_expected(manifest, image), tamper=tamper)
 
 
-def boot_test(image: str, recipe: str, key: str, sets: Sequence[str] = ()) -> dict[str, Any]:
-    """Boot-test ``image`` (or the output of building ``recipe`` with ``sets``); returns the report."""
+def parse_cards(text: str) -> tuple[str, ...]:
+    """``--cards B,A``: the cards to boot, in the boot test's order; all of them for ""."""
+    if not text.strip():
+        return CARDS
+    names = [w.strip().upper() for w in text.split(",")]
+    unknown = [repr(n) if n else "an empty name" for n in names if n not in CARDS]
+    if unknown:
+        raise UserError("boot-test", f"--cards {text!r}: {', '.join(unknown)} is not a card",
+                        hint=f"name cards from {','.join(CARDS)}, e.g. --cards B or --cards B,A")
+    return tuple(c for c in CARDS if c in names)
+
+
+def boot_test(image: str, recipe: str, key: str, sets: Sequence[str] = (), cards: str = "") -> dict[str, Any]:
+    """Boot-test ``image`` (or the output of building ``recipe`` with ``sets``), booting ``cards``
+    (``--cards``, default all); returns the report."""
+    chosen = parse_cards(cards)
     if not image and not recipe:
         raise UserError("boot-test", "nothing to boot", hint="pass --image out/NAME.img or --recipe R")
     if sets and not recipe:
@@ -96,7 +110,7 @@ def boot_test(image: str, recipe: str, key: str, sets: Sequence[str] = ()) -> di
         image = str(built)
     path = Path(image)
     check_image(path)
-    return boot_test_for(path, key, read_manifest(path)).run()
+    return boot_test_for(path, key, read_manifest(path), cards=chosen).run()
 
 
 def check_image(image: Path) -> None:

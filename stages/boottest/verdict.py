@@ -17,6 +17,7 @@ from stages.boottest.checks import (
     rngd_feeds,
 )
 from stages.boottest.evidence import Boot, fingerprint, guard_line, known_hosts_keys
+from stages.boottest.os_checks import os_checks
 from stages.boottest.prepare import Facts
 
 POWER_CUT_LIMIT = 1.0  # seconds from the first-boot unit's last line to QEMU killed
@@ -154,7 +155,7 @@ def evaluate(boots: dict[str, Boot], facts: Facts, *, password_expected: bool, g
     checks.append(tampered_keys_replaced(boots["A2"], boots["A3"]) if "A3" in boots and facts.firstboot else
                   not_applicable("10", "keys changed behind the guard are replaced",
                                  "no entropi first-boot unit or no card A"))
-    return checks
+    return checks + os_checks(b, facts)
 
 
 def summary(report: dict[str, Any]) -> str:

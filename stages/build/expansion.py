@@ -1,8 +1,10 @@
 """First-boot expansion (image.expand): what grows the root partition to the card.
 
 A card is usually larger than the image: something must grow the root partition at the
-first boot. Raspberry Pi OS does it in its `init=` first-boot script (kept: entropi only
-diverts its key step); images without any such mechanism get entropi-growroot. Which one
+first boot. Raspberry Pi OS bookworm does it in its `init=` first-boot script (kept: entropi
+only diverts its key step); trixie in its initramfs when cmdline.txt holds `resize`
+(raspberrypi-sys-mods' resize_early, then rpi-resize.service grows the file system), also
+kept. Images without any such mechanism get entropi-growroot. Which one
 the image has is recorded in the manifest (Shrink warns when there is none).
 """
 
@@ -24,6 +26,12 @@ INIT_EXPANDERS = {
     "init=/usr/lib/raspi-config/init_resize.sh": "raspi-config init_resize.sh (init= in cmdline.txt)",
 }
 UNIT_EXPANDERS = ["rpi-resizerootfs.service", "entropi-growroot.service"]
+# Raspberry Pi OS trixie: `resize` in cmdline.txt, handled by an initramfs-tools script.
+RESIZE_TOKEN = "resize"
+RESIZE_SCRIPTS = ["/usr/share/initramfs-tools/scripts/local-premount/resize*",
+                  "/etc/initramfs-tools/scripts/local-premount/resize*"]
+RESIZE_FS_UNIT = "rpi-resize.service"
+INITRAMFS_RESIZE = "initramfs resize (`resize` in cmdline.txt)"  # the manifest's name for it (boot test: check 11)
 GROWROOT = "/usr/lib/entropi/entropi-growroot"
 GROWROOT_UNIT = "entropi-growroot.service"
 
@@ -34,6 +42,9 @@ def first_boot_expansion(g: GuestHandle, boot_mount: str) -> str | None:
     for word, name in INIT_EXPANDERS.items():
         if re.search(rf"(^|\s){re.escape(word)}(\s|$)", cmdline):
             return name
+    if RESIZE_TOKEN in cmdline.split() and any(g.glob_expand(p) for p in RESIZE_SCRIPTS):
+        grow_fs = RESIZE_FS_UNIT if units.is_enabled(g, RESIZE_FS_UNIT) else "no file system grow unit enabled"
+        return f"{INITRAMFS_RESIZE} + {grow_fs}"
     for unit in UNIT_EXPANDERS:
         if g.glob_expand(f"{units.ETC}/*.wants/{unit}") or g.glob_expand(f"{units.ETC}/*.requires/{unit}"):
             return unit

@@ -7,6 +7,7 @@ from typing import Any
 
 from stages.build.accounts import Accounts
 from stages.build.base_image import BaseImage
+from stages.build.cloud_init import CloudInit
 from stages.build.edit_close import EditClose
 from stages.build.edit_open import EditOpen
 from stages.build.expansion import Expansion
@@ -46,6 +47,7 @@ def build_stages(config: Config) -> list[Stage]:
         Hwrng(),               # dtparam=random=on, the kernel module, TPM, rngd settings
         Secrets(),             # strip host keys, seed, machine-id; turn off other key makers
         Accounts(),            # user, password hash, keys, root locked, sshd settings
+        CloudInit(),           # cloud-init (trixie) left working; the recipe's accounts kept
         FirstbootUnit(),       # entropi's first-boot unit and its settings
         Overlays(),            # overlays/boot, overlays/rootfs, overlays.extra
         Expansion(),           # the image's own first-boot growth to the card, or entropi-growroot

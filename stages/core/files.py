@@ -1,4 +1,4 @@
-"""Files: sparse-aware hashing, the cache directory, outputs under temporary names, removal."""
+"""Files: sparse-aware hashing, the cache directory, outputs under temporary names, removal, plain writes."""
 
 from __future__ import annotations
 
@@ -81,3 +81,10 @@ def fsync_path(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_file(path: Path, content: str | bytes, mode: int = 0o644) -> None:
+    """Write ``content`` to ``path`` with ``mode``, making the parent directories (image trees being built)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content.encode() if isinstance(content, str) else content)
+    path.chmod(mode)

@@ -3,7 +3,8 @@
     flash_cards(image, [/dev/sdb, /dev/sdc, ...], hostname="pi-{n:02}")
         -> a host name per card (a pattern of n, or a list) -> every refusal of every device
            (one refused device: nothing is written to any) -> one confirmation for all
-        -> one thread per card: write (bmaptool per card), read back, host name
+        -> one thread per card: write (bmaptool per card), read back, host name (and cloud-init's
+           seed, each card with its own instance-id)
         -> a CardResult per card; a card that fails does not stop the others
 
 Each card's copy is a process of its own (bmaptool, or a decompressor) and its read-back hashes
@@ -30,8 +31,9 @@ from stages.core.processes import kill_children
 from stages.flash.device import Device, inspect_device, open_exclusive, refuse_unsafe
 from stages.flash.hostkeys import HostKeys, PublicKey, need_names, private_dir, put_host_keys
 from stages.flash.known_hosts import record_on_host
+from stages.flash.nocloud import Seed, plan_seed
 from stages.flash.source import Source, open_source
-from stages.flash.write import boot_partition, terminal_confirm, write_card
+from stages.flash.write import terminal_confirm, write_card
 
 PutKeys = Callable[[Path, str], tuple[PublicKey, ...]]  # (card, host name) -> the keys put on it
 COLUMNS = ("device", "serial", "host name", "bytes", "seconds", "verified")
@@ -87,7 +89,8 @@ def hostnames(spec: str, count: int, first: int = 1) -> list[str | None]:
 
 def flash_cards(image: Path, targets: list[Path], *, yes: bool, force_non_removable: bool, hostname: str = "",
                 first: int = 1, sysfs: Path = Path("/sys"), mountinfo: Path = Path("/proc/self/mountinfo"),
-                confirm: Callable[[str], bool] | None = None, host_keys: HostKeys | None = None) -> list[CardResult]:
+                confirm: Callable[[str], bool] | None = None, host_keys: HostKeys | None = None,
+                user_data: Path | None = None) -> list[CardResult]:
     """Write ``image`` to every card in ``targets`` at once, each read back and given its host name
     (and with ``host_keys``, keys of its own, recorded in known_hosts and the SSHFP zone file).
 
@@ -98,15 +101,14 @@ def flash_cards(image: Path, targets: list[Path], *, yes: bool, force_non_remova
     if host_keys is not None:
         need_names(names)
     src = open_source(image)
-    if hostname and src.decompress is None:
-        boot_partition(image)  # fail before writing, where the image can be read cheaply
+    seed = plan_seed(src, names, user_data)  # fails before writing; reads the image's boot partition
     devices = check_devices(targets, src, force_non_removable=force_non_removable, sysfs=sysfs, mountinfo=mountinfo)
     cards = list(zip(devices, names, strict=True))
     confirm_all(cards, image, yes=yes, confirm=confirm)
     if host_keys is None:
-        return write_all(src, cards)
+        return write_all(src, cards, seed=seed)
     with private_dir(host_keys.tmp_root) as tmp:
-        results = write_all(src, cards, functools.partial(put_host_keys, host_keys, workdir=tmp))
+        results = write_all(src, cards, functools.partial(put_host_keys, host_keys, workdir=tmp), seed)
     record_on_host(host_keys, {r.hostname: r.host_keys for r in results if r.verified and r.hostname})
     return results
 
@@ -148,10 +150,11 @@ def confirm_all(cards: list[tuple[Device, str | None]], image: Path, *, yes: boo
         raise UserError("flash", "not confirmed, nothing was written", hint="type 'yes', or pass --yes")
 
 
-def write_all(src: Source, cards: list[tuple[Device, str | None]], put_keys: PutKeys | None = None) -> list[CardResult]:
+def write_all(src: Source, cards: list[tuple[Device, str | None]], put_keys: PutKeys | None = None,
+              seed: Seed | None = None) -> list[CardResult]:
     """A thread per card, one progress board; Ctrl-C kills every card's copy and then stops."""
     with progress.board() as board, ThreadPoolExecutor(len(cards), thread_name_prefix="card") as pool:
-        futures = [pool.submit(write_one, src, dev, name, _meter(board, dev), put_keys) for dev, name in cards]
+        futures = [pool.submit(write_one, src, dev, name, _meter(board, dev), put_keys, seed) for dev, name in cards]
         try:
             return [f.result() for f in futures]
         except BaseException:
@@ -169,13 +172,13 @@ def _meter(board: Progress, dev: Device) -> progress.Meter:
 
 
 def write_one(src: Source, dev: Device, hostname: str | None, meter: progress.Meter,
-              put_keys: PutKeys | None = None) -> CardResult:
+              put_keys: PutKeys | None = None, seed: Seed | None = None) -> CardResult:
     """Write, read back and name one card (and put its host keys); its failure is returned, not raised."""
     start = time.monotonic()
     keys: tuple[PublicKey, ...] = ()
     try:
         os.close(open_exclusive(dev.path, os.O_WRONLY))  # a lock switch sysfs did not show fails here, alone
-        written, _, _ = write_card(src, dev.path, hostname, sparse=False, meter=meter)
+        written, _, _ = write_card(src, dev.path, hostname, sparse=False, meter=meter, seed=seed)
         if put_keys is not None and hostname is not None:
             keys = put_keys(dev.path, hostname)
     except (UserError, OSError) as e:

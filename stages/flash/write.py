@@ -28,12 +28,13 @@ from stages.core import progress
 from stages.core.checks import hostname_check
 from stages.core.errors import UserError
 from stages.core.files import tmp_name
-from stages.core.processes import CommandFailed, forget, run, spawn
-from stages.flash.device import Device, human_size, inspect_device, open_exclusive, refuse_unsafe, settle
+from stages.core.processes import CommandFailed, forget, spawn
+from stages.flash.bootfs import put_boot_files
+from stages.flash.device import Device, human_size, inspect_device, open_exclusive, refuse_unsafe
 from stages.flash.hostkeys import HostKeys, PublicKey, need_names, private_dir, put_host_keys
 from stages.flash.known_hosts import record_on_host
+from stages.flash.nocloud import Seed, plan_seed, put_seed
 from stages.flash.source import CHUNK, Source, open_source, verify_bmap, verify_digest
-from stages.image.disk import MTOOLS_ENV, Partition, read_mbr
 from stages.source.compression import OutOfSpace, read_chunks, write_hashed
 
 SYNC_EVERY = 64 << 20  # flush to the card this often, so the progress bar shows the card, not the cache
@@ -43,8 +44,10 @@ REFUSED_WRITE = "is the card locked? slide its lock switch to unlocked; if not, 
 
 def flash(image: Path, target: Path, *, yes: bool, to_file: bool, force_non_removable: bool,
           hostname: str | None, sysfs: Path = Path("/sys"), mountinfo: Path = Path("/proc/self/mountinfo"),
-          confirm: Callable[[str], bool] | None = None, host_keys: HostKeys | None = None) -> dict[str, Any]:
-    """Write ``image`` to the card ``target`` (or to the file ``target`` with ``to_file``) and verify it.
+          confirm: Callable[[str], bool] | None = None, host_keys: HostKeys | None = None,
+          user_data: Path | None = None) -> dict[str, Any]:
+    """Write ``image`` to the card ``target`` (or to the file ``target`` with ``to_file``) and verify it;
+    with cloud-init in the image, the host name and ``user_data`` go into its seed (nocloud.py).
 
     Returns a report: bytes_written, seconds, method (bmap|full), verified, hostname, host_keys (fingerprints).
     Raises UserError (nothing written) for an unsafe or unsuitable target.
@@ -55,8 +58,7 @@ def flash(image: Path, target: Path, *, yes: bool, to_file: bool, force_non_remo
     if host_keys is not None:
         need_names([hostname])
     src = open_source(image)
-    if hostname is not None and src.decompress is None:
-        boot_partition(image)  # fail before writing, where the image can be read cheaply
+    seed = plan_seed(src, [hostname], user_data)  # fails before writing; reads the image's boot partition
     if to_file:
         check_file_target(target, image)
     else:
@@ -68,7 +70,7 @@ def flash(image: Path, target: Path, *, yes: bool, to_file: bool, force_non_remo
     start = time.monotonic()
     try:
         written, size, write_seconds = write_card(src, dest, hostname, sparse=to_file,
-                                                  title=f"write {image.name} to {target}")
+                                                  title=f"write {image.name} to {target}", seed=seed)
         keys = card_keys(host_keys, dest, hostname)
         if to_file:
             os.replace(dest, target)
@@ -87,8 +89,9 @@ def flash(image: Path, target: Path, *, yes: bool, to_file: bool, force_non_remo
 
 
 def write_card(src: Source, dest: Path, hostname: str | None, *, sparse: bool, title: str = "",
-               meter: progress.Meter = progress.bar) -> tuple[int, int, float]:
-    """Write ``src`` to ``dest``, read it back, put the hostname. -> (bytes written, image bytes, write seconds)
+               meter: progress.Meter = progress.bar, seed: Seed | None = None) -> tuple[int, int, float]:
+    """Write ``src`` to ``dest``, read it back, put the hostname (and with a ``seed``, cloud-init's seed with a
+    fresh instance-id). -> (bytes written, image bytes, write seconds)
 
     With a ``title`` each part is a progress step; without one (cards written side by side, where
     only the bars of one board may be shown) the ``meter`` bars are all there is.
@@ -109,6 +112,9 @@ def write_card(src: Source, dest: Path, hostname: str | None, *, sparse: bool, t
     if hostname is not None:
         with step(f"hostname {hostname}"):
             write_hostname(dest, hostname)
+    if seed is not None:
+        with step("cloud-init seed"):
+            put_seed(dest, seed, hostname)
     return written, size, write_seconds
 
 
@@ -251,24 +257,6 @@ def _reap(proc: subprocess.Popen[bytes], src: Source) -> None:
                             hint=f"is {src.path.name} complete and not corrupt?")
 
 
-def boot_partition(disk: Path) -> Partition:
-    """Partition 1, which must be FAT: where the first-boot unit looks for entropi/hostname."""
-    boot = next((p for p in read_mbr(disk).partitions if p.number == 1), None)
-    if boot is None or not boot.is_fat:
-        raise UserError(str(disk), "partition 1 is not a FAT boot partition, so --hostname has nowhere to go",
-                        hint="flash a Raspberry Pi OS image, or drop --hostname")
-    return boot
-
-
 def write_hostname(target: Path, hostname: str) -> None:
     """Put ``hostname`` into <boot partition>/entropi/hostname (FAT partition 1, via mtools) and read it back."""
-    spec = f"{target}@@{boot_partition(target).start}"
-    run(["mmd", "-D", "s", "-i", spec, "::entropi"], env=MTOOLS_ENV, check=False)  # exit 1 when it exists
-    with tempfile.NamedTemporaryFile("w", suffix=".hostname") as f:
-        f.write(hostname + "\n")
-        f.flush()
-        run(["mcopy", "-o", "-i", spec, f.name, f"::{HOSTNAME_FILE}"], env=MTOOLS_ENV)
-    settle(target)
-    back = run(["mtype", "-i", spec, f"::{HOSTNAME_FILE}"], env=MTOOLS_ENV).stdout
-    if back != (hostname + "\n").encode():
-        raise UserError(str(target), f"hostname file reads back as {back[:80]!r}", hint="the card may be failing")
+    put_boot_files(target, {HOSTNAME_FILE: hostname + "\n"})

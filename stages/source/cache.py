@@ -80,11 +80,12 @@ def reject(path: Path) -> None:
 
 
 @contextmanager
-def locked(lock: Path) -> Iterator[None]:
+def locked(lock: Path, what: str = "fetching the same image") -> Iterator[None]:
+    """Hold ``lock`` (flock) for the block; says so when another entropi holds it and waits."""
     with open(lock, "a") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            progress.info("waiting for another entropi that is fetching the same image ...")
+            progress.info(f"waiting for another entropi that is {what} ...")
             fcntl.flock(f, fcntl.LOCK_EX)
         yield

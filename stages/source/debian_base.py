@@ -3,10 +3,11 @@
 mmdebstrap (qemu-user for the foreign architecture) makes the root tree; it is laid into
 a raw image shaped like Raspberry Pi OS: MBR with a disk identifier, p1 FAT32 `bootfs`
 (512 MiB, built with mtools: no FAT mount on the host), p2 ext4 `rootfs` (mkfs.ext4 -d).
-The image keeps what makes real images dangerous (pre-baked SSH host keys, a random seed,
-a populated machine-id, Raspberry Pi OS's regenerate_ssh_host_keys.service) so that the
-pipeline's handling of each is tested. Cached in ~/.cache/entropi/base/ by a hash of
-everything that shaped it.
+The bookworm image keeps what makes real images dangerous (pre-baked SSH host keys, a random
+seed, a populated machine-id, Raspberry Pi OS's regenerate_ssh_host_keys.service) so that the
+pipeline's handling of each is tested; trixie is shaped like today's Raspberry Pi OS
+(trixie_shape.py: cloud-init, the initramfs resize, first-boot key makers). Cached in
+~/.cache/entropi/base/ by a hash of everything that shaped it.
 """
 
 from __future__ import annotations
@@ -23,9 +24,12 @@ from pathlib import Path
 from stages.core import progress
 from stages.core.errors import UserError
 from stages.core.files import atomic_output, cache_dir, remove_tree, sha256_file
+from stages.core.files import write_file as _write
 from stages.core.processes import run, text
 from stages.core.runner import require_tools
 from stages.image.chroot import require_binfmt
+from stages.source import bookworm_shape, deferred, trixie_shape
+from stages.source.cache import locked
 
 FORMAT = 4  # bump whenever the build below changes what lands in the image
 BOOT_MIB = 512
@@ -49,7 +53,6 @@ def initrd_modules(arch: str) -> list[str]:
 
 DTB = {"arm64": "bcm2837-rpi-3-b.dtb", "armhf": "bcm2836-rpi-2-b.dtb"}
 BUILD_TOOLS = ("mmdebstrap", "mkfs.ext4", "mkfs.vfat", "mcopy", "sfdisk", "openssl")
-PI_PASSWORD = "raspberry"  # the known password of old Raspbian images
 
 REGENERATOR_UNIT = """\
 [Unit]
@@ -71,13 +74,6 @@ rm -f /etc/ssh/ssh_host_*_key*
 ssh-keygen -A > /dev/null
 systemctl -q disable regenerate_ssh_host_keys
 """
-NETWORK = """\
-[Match]
-Name=eth* en* usb*
-
-[Network]
-DHCP=yes
-"""
 
 
 @dataclass(frozen=True)
@@ -89,16 +85,32 @@ class BaseSpec:
     mirror: str = "http://deb.debian.org/debian"
 
     @property
+    def pi_trixie(self) -> bool:
+        """trixie: shaped like today's Raspberry Pi OS (cloud-init, initramfs resize; trixie_shape.py)."""
+        return self.suite == "trixie"
+
+    @property
     def boot_mount(self) -> str:
-        """arm64: /boot/firmware (today's Raspberry Pi OS); armhf: /boot (2015-era Raspbian)."""
-        return "/boot/firmware" if self.arch == "arm64" else "/boot"
+        """arm64 and trixie: /boot/firmware (today's Raspberry Pi OS); armhf bookworm: /boot (2015-era Raspbian)."""
+        return "/boot/firmware" if self.arch == "arm64" or self.pi_trixie else "/boot"
+
+    @property
+    def boot_start_mib(self) -> int:
+        return trixie_shape.BOOT_START_MIB if self.pi_trixie else BOOT_START_MIB
+
+    @property
+    def packages(self) -> list[str]:
+        return [*COMMON, KERNEL[self.arch], *(trixie_shape.PACKAGES if self.pi_trixie else [])]
 
     def key(self) -> str:
         shaping = {
             "spec": asdict(self), "format": FORMAT, "packages": [*COMMON, KERNEL[self.arch]],
             "modules": initrd_modules(self.arch), "config_txt": config_txt(self, "KVER"),
-            "units": [REGENERATOR_UNIT, NETWORK],
+            "units": [REGENERATOR_UNIT, bookworm_shape.NETWORK],
         }
+        if self.pi_trixie:  # only here, so that the bookworm bases keep their keys (and caches)
+            shaping["pi_trixie"] = {"packages": self.packages, "files": trixie_shape.files(),
+                                    "cmdline": trixie_shape.cmdline("ID"), "shape": trixie_shape.SHAPE_VERSION}
         return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()
 
     def path(self) -> Path:
@@ -114,13 +126,23 @@ def sidecar(image: Path) -> Path:
 
 
 def ensure_base(spec: BaseSpec) -> Path:
-    """Return the cached base image for ``spec``, building it first when missing."""
+    """Return the cached base image for ``spec``, building it first when missing. Two entropis that
+    want the same base (a CI job building it ahead of the tests) build it once: the second waits."""
     final = spec.path()
     if final.exists():
         progress.info(f"base image (cached): {final}")
         return final
     require_tools("base-image", *BUILD_TOOLS)
     require_binfmt("base-image", spec.arch)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with locked(final.with_name(final.name + ".lock"), "building the same base image"):
+        if final.exists():
+            progress.info(f"base image (built meanwhile): {final}")
+            return final
+        return _build(spec, final)
+
+
+def _build(spec: BaseSpec, final: Path) -> Path:
     work = final.parent / f".work-{os.getpid()}"
     remove_tree(work)
     work.mkdir(parents=True)
@@ -150,22 +172,16 @@ def _bootstrap(spec: BaseSpec, work: Path, root: Path) -> None:
         'mkdir -p "$1/etc/initramfs-tools/conf.d"\n'
         "printf 'MODULES=list\\n' > \"$1/etc/initramfs-tools/conf.d/entropi.conf\"\n"
         f"printf '%s\\n' {' '.join(initrd_modules(spec.arch))} > \"$1/etc/initramfs-tools/modules\"\n"
+        + (trixie_shape.essential_hook() + deferred.essential_hook() if spec.pi_trixie else "")
     )
     hook.chmod(0o755)
     run([
         "mmdebstrap", "--variant=minbase", f"--arch={spec.arch}", "--components=main,non-free-firmware",
         "--aptopt=APT::Install-Recommends \"false\"", f"--essential-hook={hook} \"$1\"",
-        "--include=" + ",".join([*COMMON, KERNEL[spec.arch]]),
+        *(deferred.mmdebstrap_options() if spec.pi_trixie else []),
+        "--include=" + ",".join(spec.packages),
         spec.suite, str(root), spec.mirror,
     ], hint="mmdebstrap failed; check the mirror is reachable and binfmt is enabled (./ci/setup)")
-
-
-def _write(path: Path, content: str | bytes, mode: int = 0o644) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(content, str):
-        content = content.encode()
-    path.write_bytes(content)
-    path.chmod(mode)
 
 
 def _kernel_version(root: Path) -> str:
@@ -201,7 +217,7 @@ def _shape(spec: BaseSpec, root: Path) -> None:
     for name in (f"vmlinuz-{kver}", f"initrd.img-{kver}"):
         shutil.copy2(root / "boot" / name, fw / name)
     _write(fw / "config.txt", config_txt(spec, kver))
-    _write(fw / "cmdline.txt",
+    _write(fw / "cmdline.txt", trixie_shape.cmdline(disk) if spec.pi_trixie else
            f"console=tty0 console=ttyAMA0,115200 root=PARTUUID={disk}-02 rootfstype=ext4 fsck.repair=yes rootwait\n")
     _write(root / "etc" / "fstab",
            "proc            /proc           proc    defaults          0       0\n"
@@ -210,21 +226,16 @@ def _shape(spec: BaseSpec, root: Path) -> None:
     _write(root / "etc" / "hostname", "raspberrypi\n")
     _write(root / "etc" / "hosts", "127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n"
            "127.0.1.1\traspberrypi\n")
-    _write(root / "etc" / "systemd" / "network" / "10-wired.network", NETWORK)
-    run(["systemctl", f"--root={root}", "enable", "systemd-networkd.service", "ssh.service"])
     # Raspberry Pi OS's own regenerator, which the pipeline must turn off.
     _write(root / "lib/systemd/system/regenerate_ssh_host_keys.service", REGENERATOR_UNIT)
     _write(root / "usr/lib/raspberrypi-sys-mods/regenerate_ssh_host_keys", REGENERATOR_SCRIPT, 0o755)
     run(["systemctl", f"--root={root}", "enable", "regenerate_ssh_host_keys.service"])
-    # The pi user with the password everyone knows.
-    run(["useradd", "-R", str(root), "-m", "-s", "/bin/bash", "-G", "sudo,adm,dialout,video,plugdev", "pi"])
-    pw = text(["openssl", "passwd", "-6", PI_PASSWORD])
-    run(["usermod", "-R", str(root), "-p", pw, "pi"])
-    # The pre-baked secrets: host keys (openssh-server's postinst made them), a seed, an id.
-    if not list((root / "etc" / "ssh").glob("ssh_host_*_key")):
-        raise UserError("base-image", "openssh-server made no host keys", hint="check the mmdebstrap log")
+    # A random seed, as a customising tool leaves it (libguestfs writes one).
     _write(root / "var/lib/systemd/random-seed", os.urandom(512), 0o600)
-    _write(root / "etc/machine-id", hashlib.sha256(os.urandom(32)).hexdigest()[:32] + "\n", 0o444)
+    if spec.pi_trixie:
+        trixie_shape.shape(root, fw)
+    else:
+        bookworm_shape.shape(root)
 
 
 def _packages(root: Path) -> dict[str, str]:
@@ -260,18 +271,18 @@ def _layout(spec: BaseSpec, work: Path, root: Path, image: Path) -> None:
     root_mib = ((used * 115 // 100 + 256) + 3) // 4 * 4
     boot_img, root_img = work / "boot.img", work / "root.img"
     run(["truncate", "-s", f"{BOOT_MIB}M", str(boot_img)])
-    run(["mkfs.vfat", "-F", "32", "-n", "bootfs", str(boot_img)])
+    run(["mkfs.vfat", "-F", "32", *(["-s", "1"] if spec.pi_trixie else []), "-n", "bootfs", str(boot_img)])
     entries = [str(p) for p in sorted(boot_files.iterdir())]
     run(["mcopy", "-s", "-p", "-m", "-i", str(boot_img), *entries, "::/"])
     run(["mkfs.ext4", "-q", "-L", "rootfs", "-d", str(root), str(root_img), f"{root_mib}M"])
-    total = BOOT_START_MIB + BOOT_MIB + root_mib
+    total = spec.boot_start_mib + BOOT_MIB + root_mib
     run(["truncate", "-s", f"{total}M", str(image)])
-    start_root = BOOT_START_MIB + BOOT_MIB
+    start_root = spec.boot_start_mib + BOOT_MIB
     table = (f"label: dos\nlabel-id: 0x{spec.disk_id()}\nunit: sectors\n\n"
-             f"start={BOOT_START_MIB * 2048}, size={BOOT_MIB * 2048}, type=c\n"
+             f"start={spec.boot_start_mib * 2048}, size={BOOT_MIB * 2048}, type=c\n"
              f"start={start_root * 2048}, size={root_mib * 2048}, type=83\n")
     run(["sfdisk", "--no-reread", "--no-tell-kernel", "-q", str(image)], input=table.encode())
-    for part, offset in ((boot_img, BOOT_START_MIB), (root_img, start_root)):
+    for part, offset in ((boot_img, spec.boot_start_mib), (root_img, start_root)):
         run(["dd", f"if={part}", f"of={image}", "bs=1M", f"seek={offset}", "conv=sparse,notrunc", "status=none"])
 
 

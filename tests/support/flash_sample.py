@@ -12,13 +12,16 @@ from pathlib import Path
 
 from stages.core.processes import run
 from stages.image.disk import MTOOLS_ENV
+from stages.source.trixie_shape import BOOTFS, SEED_FILES, cmdline
 
 MIB = 1 << 20
 
 
 def make_sample_image(path: Path, *, size_mib: int = 64, boot_mib: int = 16, boot_data: int = 2 * MIB,
-                      root_data: int = 12 * MIB, seed: int = 8, bmap: bool = True) -> Path:
-    """Write a sparse disk image at ``path`` (and ``path.bmap``); returns ``path``."""
+                      root_data: int = 12 * MIB, seed: int = 8, bmap: bool = True,
+                      boot_files: dict[str, str] | None = None) -> Path:
+    """Write a sparse disk image at ``path`` (and ``path.bmap``); returns ``path``. ``boot_files``
+    (name: text) go onto the boot partition too, e.g. cloud-init's seed and cmdline.txt."""
     rnd = random.Random(seed)
     path.unlink(missing_ok=True)
     with open(path, "wb") as out:
@@ -33,7 +36,11 @@ def make_sample_image(path: Path, *, size_mib: int = 64, boot_mib: int = 16, boo
         kernel.write_bytes(rnd.randbytes(boot_data))
         config = Path(tmp) / "config.txt"
         config.write_text("[all]\ndtparam=random=on\n")
-        for item in (kernel, config):
+        extra = []
+        for name, text in (boot_files or {}).items():
+            extra.append(Path(tmp) / name)
+            extra[-1].write_text(text)
+        for item in (kernel, config, *extra):
             run(["mcopy", "-i", f"{path}@@{MIB}", str(item), f"::{item.name}"], env=MTOOLS_ENV)
         root = Path(tmp) / "root"
         (root / "etc").mkdir(parents=True)
@@ -48,3 +55,9 @@ def make_sample_image(path: Path, *, size_mib: int = 64, boot_mib: int = 16, boo
     if bmap:
         run(["bmaptool", "-q", "create", "-o", f"{path}.bmap", str(path)])
     return path
+
+
+def trixie_boot_files(disk_id: str = "0a1b2c3d") -> dict[str, str]:
+    """The boot files of the offline trixie base that a flash touches: cloud-init's NoCloud seed
+    (meta-data, user-data, network-config, as the base has them) and its cmdline.txt."""
+    return {**{name: (BOOTFS / name).read_text() for name in SEED_FILES}, "cmdline.txt": cmdline(disk_id)}

@@ -170,6 +170,28 @@ def planted_keys(base: Path) -> Sabotage:
     return plant
 
 
+def resize_dropped(g: GuestHandle, boot: str) -> None:
+    """9 and 11: the initramfs resize is not asked for (``resize`` gone from cmdline.txt)."""
+    words = read_text(g, f"{boot}/cmdline.txt").split()
+    assert "resize" in words, "the image's cmdline.txt has no resize token to drop"
+    write_text(g, f"{boot}/cmdline.txt", " ".join(w for w in words if w != "resize") + "\n")
+
+
+HOSTILE_FAILING_USER_DATA = """\
+#cloud-config
+ssh_deletekeys: true
+ssh_genkeytypes: [rsa, ecdsa, ed25519]
+runcmd:
+- [sh, -c, 'echo a runcmd that fails; exit 3']
+"""
+
+
+def hostile_failing_user_data(g: GuestHandle, boot: str) -> None:
+    """12: cloud-init's final stage fails (a runcmd exits 3). The same user-data has cloud-init's ssh
+    module delete the host keys and make its own in that boot, which the key checks must survive."""
+    write_text(g, f"{boot}/user-data", HOSTILE_FAILING_USER_DATA)
+
+
 def sabotaged_copy(image: Path, dest: Path, name: str, sabotages: list[Sabotage]) -> Path:
     """``dest``/NAME.img: a sparse copy of ``image`` (and its manifest) with ``sabotages`` applied."""
     dest.mkdir(parents=True, exist_ok=True)

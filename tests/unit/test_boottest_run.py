@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from stages.boottest.run import boot_test, boot_test_for, password_expected, read_manifest
+from stages.boottest.run import boot_test, boot_test_for, parse_cards, password_expected, read_manifest
 from stages.core.errors import UserError
 
 
@@ -74,3 +74,17 @@ def test_the_known_password_replaces_the_users_hash_and_nothing_else(tmp_path: P
     assert _set_password(g, "pi", "$6$new$y") and not _set_password(g, "nobody", "$6$new$y")
     assert g.pread("/etc/shadow", 4096, 0).decode().splitlines() == [
         "root:!:20786:0:99999:7:::", "pi:$6$new$y:20786:0:99999:7:::"]
+
+
+@pytest.mark.parametrize(("given", "cards"), [("", ("B", "A", "C")), ("B", ("B",)), ("a, b", ("B", "A")),
+                                              ("C,B,A", ("B", "A", "C"))])
+def test_cards_are_booted_in_the_boot_tests_order(given: str, cards: tuple[str, ...]) -> None:
+    assert parse_cards(given) == cards
+
+
+@pytest.mark.parametrize(("given", "said"), [("B,X", "'X' is not a card"), ("B,,A", "an empty name is not a card"),
+                                             ("D", "'D' is not a card")])
+def test_an_unknown_card_is_one_line_naming_it_before_anything_is_built(tmp_path: Path, given: str, said: str) -> None:
+    with pytest.raises(UserError) as e:
+        boot_test("", str(tmp_path / "recipe-that-does-not-exist.toml"), "", (), given)
+    assert said in str(e.value) and "--cards B or --cards B,A" in str(e.value) and "\n" not in str(e.value)

@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from stages.build import accounts, edit_open, firstboot_unit
 from stages.build.accounts import Accounts
 from stages.build.base_image import BaseImage
+from stages.build.cloud_init import CloudInit
 from stages.build.edit_close import EditClose
 from stages.build.edit_open import EditOpen
 from stages.build.expansion import GROWROOT, GROWROOT_UNIT, Expansion
@@ -40,7 +42,7 @@ from stages.image.rootfs import detect_arch, detect_boot_mount, os_release
 from stages.source.debian_base import BUILD_TOOLS, BaseSpec
 from stages.textedit.services import RPI_REGENERATOR
 from tests.support.fakeguest import FakeGuest, FakeLaunch
-from tests.support.images import BOOT, HASH, KEY, config, context, make_image
+from tests.support.images import BOOT, HASH, KEY, UNIT, config, context, make_image
 
 
 @pytest.fixture
@@ -303,6 +305,23 @@ def test_expansion_keeps_the_images_own_init_resize(tmp_path: Path, g: FakeGuest
     assert not g.exists(GROWROOT)
 
 
+def test_expansion_keeps_the_initramfs_resize_of_a_trixie_image(tmp_path: Path, g: FakeGuest) -> None:
+    g.write(f"{BOOT}/cmdline.txt", b"console=tty1 root=PARTUUID=abcd-02 rootwait resize\n")
+    g.mkdir_p("/usr/share/initramfs-tools/scripts/local-premount")
+    g.write("/usr/share/initramfs-tools/scripts/local-premount/resize_early", b"#!/bin/sh\n")
+    g.write("/lib/systemd/system/rpi-resize.service", UNIT.format("Grow").encode())
+    units.enable(g, "rpi-resize.service")
+    ctx = run(Expansion(), context(tmp_path, g))
+    assert ctx.state.expansion == "initramfs resize (`resize` in cmdline.txt) + rpi-resize.service"
+    assert not g.exists(GROWROOT)
+
+
+def test_expansion_does_not_trust_a_resize_token_no_initramfs_script_handles(tmp_path: Path, g: FakeGuest) -> None:
+    g.write(f"{BOOT}/cmdline.txt", b"root=PARTUUID=abcd-02 rootwait resize\n")
+    ctx = run(Expansion(), context(tmp_path, g))
+    assert ctx.state.expansion == GROWROOT_UNIT
+
+
 def test_expansion_installs_growroot_when_the_image_has_none(tmp_path: Path, g: FakeGuest) -> None:
     ctx = run(Expansion(), context(tmp_path, g))
     assert ctx.state.expansion == GROWROOT_UNIT and g.mode(GROWROOT) == 0o755
@@ -312,6 +331,26 @@ def test_expansion_installs_growroot_when_the_image_has_none(tmp_path: Path, g: 
 def test_expansion_none_installs_nothing(tmp_path: Path, g: FakeGuest) -> None:
     ctx = run(Expansion(), context(tmp_path, g, config(image__expand="none")))
     assert ctx.state.expansion is None and not g.exists(GROWROOT)
+
+
+# -- cloud-init --------------------------------------------------------------------------
+
+def test_cloud_init_keeps_the_recipes_accounts_and_records_who_keeps_the_host_keys(tmp_path: Path,
+                                                                                g: FakeGuest) -> None:
+    g.write("/usr/bin/cloud-init", b"")
+    g.write(f"{BOOT}/meta-data", b"dsmode: local\n")
+    g.write(f"{BOOT}/user-data", b"#cloud-config\n")
+    ctx = run(CloudInit(), context(tmp_path, g, config(users__name="alice")))
+    dropin = yaml.safe_load(g.text("/etc/cloud/cloud.cfg.d/99_zz-entropi.cfg"))
+    assert dropin == {"users": [], "system_info": {"default_user": {"name": "alice", "lock_passwd": False}}}
+    record = ctx.manifest["cloud_init"]
+    assert record["present"] and record["seed_files"] == ["meta-data", "user-data"]
+    assert record["accounts"]["default_user"] == "alice" and "guard" in record["host_keys"]
+
+
+def test_cloud_init_changes_nothing_in_an_image_without_it(tmp_path: Path, g: FakeGuest) -> None:
+    ctx = run(CloudInit(), context(tmp_path, g))
+    assert ctx.manifest["cloud_init"] == {"present": False} and not g.exists("/etc/cloud")
 
 
 # -- overlays ----------------------------------------------------------------------------

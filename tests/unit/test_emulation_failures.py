@@ -236,7 +236,7 @@ def test_the_qemu_command_line_keeps_the_images_options_and_adds_rodata_off_only
 def test_later_boots_read_cmdline_txt_from_the_card_as_it_is_now(tmp_path: Path) -> None:
     """The firmware reads cmdline.txt at every power-on: a first boot that rewrote it (trixie's
     initramfs resize, new disk id) is booted with the new root= the second time."""
-    from stages.boottest.bootfiles import card_cmdline
+    from stages.boottest.bootfiles import card_cmdline, card_mbr
     from stages.core.processes import run
     from stages.image.disk import MTOOLS_ENV, read_mbr
     from tests.support.flash_sample import make_sample_image
@@ -259,6 +259,13 @@ def test_later_boots_read_cmdline_txt_from_the_card_as_it_is_now(tmp_path: Path)
     words = card_cmdline(card, boot, "arm64").split()
     assert "root=PARTUUID=2222bbbb-02" in words and "resize" not in words
     assert "root=PARTUUID=1111aaaa-02" in qemu_cmdline_of(image, boot)  # the image itself is untouched
+    # and the new disk identifier in the card's MBR, as check 11 reads it on the host
+    before = card_mbr(card)
+    assert before.disk_id == read_mbr(image).disk_id
+    run(["qemu-io", "-f", "qcow2", "-c", "write -P 0xbb 440 2", "-c", "write -P 0x22 442 2", str(card)])
+    after = card_mbr(card)
+    assert after.disk_id == "2222bbbb" and after.partitions == before.partitions
+    assert read_mbr(image).disk_id == before.disk_id
 
 
 @pytest.mark.parametrize(("start", "size", "block"), [
