@@ -126,6 +126,7 @@ def built_trixie_arm64(base_trixie_arm64: Path, user_key: Path, tmp_path_factory
 SLOW_MARKERS = ("integration", "boot")
 _timings: list[tuple[str, str, float]] = []  # (kind, name, seconds)
 _counts: dict[str, dict[str, int]] = {}
+_marker_seconds: dict[str, float] = {}  # every phase of every test, fixtures (base images, builds) included
 _started = time.monotonic()
 
 
@@ -157,6 +158,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         counts[report.outcome] = counts.get(report.outcome, 0) + 1
     if call.when == "call" and marker == "boot":
         _timings.append(("boot", item.name, call.duration))
+    _marker_seconds[marker] = _marker_seconds.get(marker, 0.0) + report.duration
+
+
+def _bases_seconds(log: str) -> float | None:
+    """The seconds `invoke base-image --all` took beside the tests (.ci/run writes "SECONDS EXIT")."""
+    try:
+        return float(Path(log).read_text().split()[0]) if log else None
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -171,11 +181,12 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     setup = os.environ.get("ENTROPI_SETUP_SECONDS")
     if setup:
         rows.append(("setup", "ci/setup", float(setup)))
-    bases = os.environ.get("ENTROPI_BASES_SECONDS")
-    if bases:
-        rows.append(("base image", "--all: bookworm arm64 and armhf, trixie arm64, side by side",
-                     float(bases)))
+    bases = _bases_seconds(os.environ.get("ENTROPI_BASES_LOG", ""))
+    if bases is not None:
+        rows.append(("base image", "--all: bookworm arm64 and armhf, trixie arm64, beside the tests", bases))
     rows += _timings
     for kind, name, seconds in rows:
         tr.write_line(f"{kind:<11} {name:<64} {seconds:>8.1f}s")
+    for marker, seconds in sorted(_marker_seconds.items()):
+        tr.write_line(f"{'tests':<11} {f'all {marker} tests, their fixtures included':<64} {seconds:>8.1f}s")
     tr.write_line(f"{'pytest':<11} {'whole run':<64} {time.monotonic() - _started:>8.1f}s")

@@ -1,5 +1,7 @@
-"""The base images boot (arm64: -M raspi3b, armhf: -M raspi2b), register the hwrng and serve
-fresh host keys of every type over SSH. One retry, on record, only for a named emulator fault."""
+"""The armhf base boots under -M raspi2b, registers the hwrng and serves fresh host keys of every
+type over SSH. One retry, on record, only for a named emulator fault. (The arm64 base boots under
+-M raspi3b in tests/boot/test_negative_controls.py, judged as an image entropi did not build: the
+hwrng serves /dev/hwrng, and its regenerator's fresh keys, none pre-baked, are served.)"""
 
 from __future__ import annotations
 
@@ -22,8 +24,8 @@ def base(request: pytest.FixtureRequest) -> Path:
     return path
 
 
-@pytest.mark.parametrize("base, arch, machine", [("arm64", "arm64", "raspi3b"), ("armhf", "armhf", "raspi2b")],
-                         indirect=["base"], ids=["arm64-raspi3b", "armhf-raspi2b"])
+@pytest.mark.parametrize("base, arch, machine", [("armhf", "armhf", "raspi2b")], indirect=["base"],
+                         ids=["armhf-raspi2b"])
 def test_base_boots_with_hwrng_and_answers_ssh(base: Path, arch: str, machine: str, tmp_path: Path) -> None:
     need_tools("qemu-system-aarch64" if arch == "arm64" else "qemu-system-arm", "qemu-img", "ssh-keyscan")
     assert QEMU[arch][1] == machine

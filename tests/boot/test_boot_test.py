@@ -27,8 +27,10 @@ def test_invoke_boot_test_on_the_offline_recipe_passes_every_check(base_arm64: P
     out = tmp_path / "out"
     report = json.loads((out / "debian-arm64.boot-report.json").read_text())
     checks = {c["number"]: c for c in report["checks"]}
-    assert list(checks) == ["1a", "1b", "2", "3", "4", "5", "6", "7", "8", "9", "10", "0"]
-    assert report["passed"] and all(c["ok"] for c in report["checks"]), done.stdout[-3000:]
+    assert list(checks) == ["1a", "1b", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "0"]
+    # 11 and 12 are the trixie image's own mechanisms (initramfs resize, cloud-init): this bookworm image has neither
+    assert report["passed"] and [n for n, c in checks.items() if not c["ok"]] == ["11", "12"], done.stdout[-3000:]
+    assert checks["11"]["ok"] is None and checks["12"]["ok"] is None
     assert "PASS  9. root grows to the card" in done.stdout
     # the evidence behind the verdicts, not only true/false
     two = checks["2"]["evidence"]

@@ -340,8 +340,11 @@ def test_ctrl_c_keeps_the_part_file_and_the_next_run_resumes(tmp_path: Path, srv
     recipe = _url_recipe(tmp_path, srv, fx, fault=fault)
     part = cache / "downloads" / sha(fx["xz"]) / "base.img.xz.part"
     env = dict(os.environ, ENTROPI_CACHE=str(cache))
+    # SIGINT at its default in the child, as in a terminal: a run started in the background by a
+    # shell without job control inherits SIGINT ignored, and Python then never raises KeyboardInterrupt
     proc = subprocess.Popen([sys.executable, "-m", "invoke", "-r", str(ROOT), "fetch", "--recipe", str(recipe)],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert fault.held.wait(60), "the download never reached the middle of the file"
         # the client has received the first half; wait until it is in the .part (its write buffer is 8 KiB)
