@@ -4,34 +4,26 @@ offline recipe (shrunk, with entropi-growroot) and passes every check under TCG.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from stages.image.disk import read_mbr
-from tests.conftest import ROOT, need_tools
+from tests.conftest import need_tools
+from tests.support.boot_command import boot_test_command
 
 pytestmark = pytest.mark.boot
 
 
 def test_invoke_boot_test_on_the_offline_recipe_passes_every_check(base_arm64: Path, tmp_path: Path) -> None:
     need_tools("qemu-system-aarch64", "qemu-img", "ssh", "ssh-keyscan", "ssh-keygen")
-    invoke = Path(sys.executable).with_name("invoke")
-    done = subprocess.run([str(invoke), "-r", str(ROOT), "boot-test", "--recipe",
-                           str(ROOT / "recipes" / "debian-arm64.toml")],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=3600)
-    print(done.stdout[-3000:], done.stderr[-3000:])
-    assert done.returncode == 0, done.stderr[-2000:]
-    out = tmp_path / "out"
-    report = json.loads((out / "debian-arm64.boot-report.json").read_text())
-    checks = {c["number"]: c for c in report["checks"]}
+    run = boot_test_command("debian-arm64", tmp_path)
+    out, report, checks, stdout = run.out, run.report, run.checks, run.stdout
     assert list(checks) == ["1a", "1b", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "0"]
     # 11 and 12 are the trixie image's own mechanisms (initramfs resize, cloud-init): this bookworm image has neither
-    assert report["passed"] and [n for n, c in checks.items() if not c["ok"]] == ["11", "12"], done.stdout[-3000:]
+    assert report["passed"] and [n for n, c in checks.items() if not c["ok"]] == ["11", "12"], stdout[-3000:]
     assert checks["11"]["ok"] is None and checks["12"]["ok"] is None
-    assert "PASS  9. root grows to the card" in done.stdout
+    assert "PASS  9. root grows to the card" in stdout
     # the evidence behind the verdicts, not only true/false
     two = checks["2"]["evidence"]
     assert two["crng_init_at"] <= two["first_key_written_at"] <= two["last_key_written_at"] <= two["probe_at"]

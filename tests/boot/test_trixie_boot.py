@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -37,8 +36,9 @@ from stages.boottest.machine import Machine, make_overlay
 from stages.boottest.prepare import Facts, prepare
 from stages.boottest.run import boot_test_for, read_manifest
 from stages.flash.write import flash
-from tests.conftest import ROOT, need_root, need_tools, timed
+from tests.conftest import need_root, need_tools, timed
 from tests.support import sabotage as s
+from tests.support.boot_command import boot_test_command
 
 pytestmark = pytest.mark.boot
 
@@ -47,17 +47,10 @@ TOOLS = ("qemu-system-aarch64", "qemu-img", "ssh", "ssh-keyscan", "ssh-keygen")
 
 def test_invoke_boot_test_on_the_trixie_recipe_passes_every_check(base_trixie_arm64: Path, tmp_path: Path) -> None:
     need_tools(*TOOLS)
-    invoke = Path(sys.executable).with_name("invoke")
-    done = subprocess.run([str(invoke), "-r", str(ROOT), "boot-test", "--recipe",
-                           str(ROOT / "recipes" / "debian-trixie-arm64.toml"), "--cards", "B"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=3600)
-    print(done.stdout[-4000:], done.stderr[-3000:])
-    assert done.returncode == 0, done.stderr[-2000:]
-    out = tmp_path / "out"
-    report = json.loads((out / "debian-trixie-arm64.boot-report.json").read_text())
-    checks = {c["number"]: c for c in report["checks"]}
+    run = boot_test_command("debian-trixie-arm64", tmp_path, "--cards", "B")
+    out, report, checks = run.out, run.report, run.checks
     assert list(checks) == ["1a", "1b", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "0"]
-    assert report["passed"] and [n for n, c in checks.items() if not c["ok"]] == ["6", "7", "8", "10"], done.stdout
+    assert report["passed"] and [n for n, c in checks.items() if not c["ok"]] == ["6", "7", "8", "10"], run.stdout
     assert all(checks[n]["ok"] is None and "card" in checks[n]["detail"] for n in ("6", "7", "8", "10"))
     eleven, twelve = checks["11"]["evidence"], checks["12"]["evidence"]
     assert eleven["disk_id_before"] != eleven["disk_id_after"]
